@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/rs/zerolog"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/aopguard/aopguard/certs"
+	"github.com/aopguard/aopguard/config"
+	"github.com/aopguard/aopguard/metrics"
+	"github.com/aopguard/aopguard/tlsconfig"
+)
+
+// apply builds the complete state for cfg off to the side (every PEM file
+// read and checked, every policy compiled) and only then swaps it in. On
+// error nothing changes.
+func (a *app) apply(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	bad := func(key string, err error) error { return &config.Error{File: cfg.File, Key: key, Err: err} }
+
+	var expiries []metrics.Expiry
+	zoneCAs := []*x509.Certificate{certs.CloudflareOriginPullCA()}
+	if cfg.ZoneCA != config.CloudflareCA {
+		var err error
+		if zoneCAs, err = certs.LoadBundle(cfg.ZoneCA); err != nil {
+			return bad("zone_ca", err)
+		}
+	}
+	zoneMode, _ := tlsconfig.ParseMode(cfg.Mode) // validated by config
+	for _, c := range zoneCAs {
+		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
+	}
+	zone := tlsconfig.PolicySpec{Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+
+	var hosts []tlsconfig.PolicySpec
+	for i, h := range cfg.Hosts {
+		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+		if h.Mode != "" {
+			spec.Mode, _ = tlsconfig.ParseMode(h.Mode)
+		}
+		if h.Upstream != "" {
+			spec.Upstream = h.Upstream
+		}
+		if h.CA != "" {
+			cas, err := certs.LoadBundle(h.CA)
+			if err != nil {
+				return bad(fmt.Sprintf("hosts[%d].ca", i), err)
+			}
+			spec.CAs = cas
+			for _, c := range cas {
+				expiries = append(expiries, metrics.Expiry{Role: "host_ca", Host: h.Name, Cert: c})
+			}
+		}
+		hosts = append(hosts, spec)
+	}
+
+	var pairs []tls.Certificate
+	for i, kp := range cfg.Certificates {
+		pair, err := certs.LoadKeyPair(kp.Cert, kp.Key)
+		if err != nil {
+			return bad(fmt.Sprintf("certificates[%d]", i), err)
+		}
+		pairs = append(pairs, pair)
+	}
+	if len(pairs) == 0 {
+		self, err := a.servers.selfSigned()
+		if err != nil {
+			return err
+		}
+		pairs = []tls.Certificate{self}
+	}
+	for _, p := range pairs {
+		expiries = append(expiries, metrics.Expiry{Role: "server", Cert: p.Leaf})
+	}
+
+	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
+		GetCertificate: a.servers.getCertificate,
+		Tickets:        a.tickets,
+		Counter: func(host, mode, result, action string) tlsconfig.Counter {
+			return a.metrics.Verification(host, mode, result, action)
+		},
+	})
+	if err != nil {
+		return &config.Error{File: cfg.File, Err: err}
+	}
+	routes, err := a.ups.Routes(set, cfg.UpstreamTimeout)
+	if err != nil {
+		return &config.Error{File: cfg.File, Err: err}
+	}
+	// Everything is valid: from here on nothing can fail.
+	if err := a.servers.replace(pairs); err != nil {
+		return err
+	}
+	a.cfg.Store(cfg)
+	a.routes.Store(routes)
+	a.ups.Prune(routes)
+	a.metrics.SetExpiries(expiries)
+	a.metrics.Reloaded(true, float64(time.Now().Unix()))
+	a.warnSetup(cfg, set, pairs)
+	return nil
+}
+
+// warnSetup logs configurations that work but are probably not what the
+// operator wants.
+func (a *app) warnSetup(cfg *config.Config, set *tlsconfig.Set, pairs []tls.Certificate) {
+	if len(cfg.Certificates) == 0 {
+		a.log.Warn().Strs("names", selfSignedNames).
+			Msg("no server certificate configured: serving a self-signed one generated at start; configure certificates (or --cert/--key) for production")
+	}
+	for _, p := range set.Policies() {
+		if p.Mode() == tlsconfig.Off {
+			a.log.Warn().Str("policy", p.Name()).Msg("client certificates are not checked for this policy (mode off)")
+		}
+	}
+}
+
+var selfSignedNames = []string{"localhost", "127.0.0.1", "::1"}
+
+// serverCerts serves the origin's certificates from a certmagic cache, so
+// ACME-managed certificates can join the unmanaged ones later.
+type serverCerts struct {
+	log    zerolog.Logger
+	cache  *certmagic.Cache
+	magic  *certmagic.Config
+	hashes []string
+	// fallback answers handshakes certmagic has no certificate for (no SNI
+	// on a listener whose address no certificate names, or an unknown
+	// name): the first configured certificate, like nginx's default server.
+	fallback atomic.Pointer[tls.Certificate]
+	self     *tls.Certificate
+}
+
+func newServerCerts(logger zerolog.Logger) *serverCerts {
+	s := &serverCerts{log: logger}
+	zl := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+		TimeKey: "time", LevelKey: "level", NameKey: "component", MessageKey: "message",
+		EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder,
+		EncodeDuration: zapcore.StringDurationEncoder,
+	}), zapcore.Lock(zapcore.AddSync(zerologSink{logger})), zapcore.WarnLevel)).Named("certmagic")
+	s.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return s.magic, nil },
+		Logger:           zl,
+	})
+	s.magic = certmagic.New(s.cache, certmagic.Config{Logger: zl})
+	return s
+}
+
+func (s *serverCerts) close() { s.cache.Stop() }
+
+// selfSigned returns the process's self-signed certificate, made once so
+// that reloads do not change it under clients that pinned it.
+func (s *serverCerts) selfSigned() (tls.Certificate, error) {
+	if s.self == nil {
+		c, err := certs.SelfSigned(selfSignedNames...)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		s.self = &c
+	}
+	return *s.self, nil
+}
+
+// replace caches the new certificates before removing the old ones, so
+// there is never a moment without one.
+func (s *serverCerts) replace(pairs []tls.Certificate) error {
+	var hashes []string
+	keep := map[string]bool{}
+	for _, p := range pairs {
+		h, err := s.magic.CacheUnmanagedTLSCertificate(context.Background(), p, nil)
+		if err != nil {
+			s.cache.Remove(hashes)
+			return fmt.Errorf("caching server certificate %s: %w", certs.Describe(p.Leaf), err)
+		}
+		hashes = append(hashes, h)
+		keep[h] = true
+	}
+	first := pairs[0]
+	s.fallback.Store(&first)
+	var drop []string
+	for _, h := range s.hashes {
+		if !keep[h] {
+			drop = append(drop, h)
+		}
+	}
+	s.cache.Remove(drop)
+	s.hashes = hashes
+	return nil
+}
+
+func (s *serverCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c, err := s.magic.GetCertificate(hello)
+	if err == nil && c != nil && len(c.Certificate) > 0 {
+		return c, nil
+	}
+	return s.fallback.Load(), nil
+}
+
+// zerologSink writes certmagic's zap JSON lines straight to our log output.
+type zerologSink struct{ log zerolog.Logger }
+
+func (z zerologSink) Write(p []byte) (int, error) {
+	z.log.Warn().RawJSON("certmagic", trimNL(p)).Msg("certmagic")
+	return len(p), nil
+}
+
+func trimNL(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

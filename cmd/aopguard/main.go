@@ -1,0 +1,87 @@
+// Command aopguard terminates TLS in front of an origin web app, lets in only
+// connections that present Cloudflare's Authenticated Origin Pulls client
+// certificate (zone-wide or per hostname), and forwards them to the app.
+//
+//	aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
+//	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
+//	aopguard version
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// Exit codes: 2 for anything the user must fix in the invocation or the
+// configuration, 1 for runtime failures.
+const (
+	exitOK     = 0
+	exitFail   = 1
+	exitConfig = 2
+)
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `aopguard lets only Cloudflare (Authenticated Origin Pulls) reach your app.
+
+Usage:
+  aopguard run [flags]    terminate TLS, verify client certificates, proxy to the app
+  aopguard version        print the version
+
+Run "aopguard run -h" for the flags.
+`
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitConfig
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(args[1:], stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "aopguard %s\n", versionString())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "aopguard: unknown command %q\n\n%s", args[0], usage)
+	return exitConfig
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		return fmt.Sprintf("%s (%s)", v, bi.GoVersion)
+	}
+	return v
+}
+
+// exitError carries an exit code up to dispatch.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitFail
+}

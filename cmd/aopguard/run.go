@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/aopguard/aopguard/config"
+	"github.com/aopguard/aopguard/metrics"
+	"github.com/aopguard/aopguard/proxy"
+	"github.com/aopguard/aopguard/tlsconfig"
+)
+
+// flags are the run command's flags; set records which were given, since
+// only those override the config file.
+type flags struct {
+	configFile, listen, admin, upstream, mode, zoneCA, cert, key, logLevel string
+	set                                                                    map[string]bool
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{set: map[string]bool{}}
+	fs := flag.NewFlagSet("aopguard run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.configFile, "config", "", "read the configuration from `FILE` (YAML)")
+	fs.StringVar(&f.listen, "listen", config.DefaultListen, "accept TLS connections on `ADDR`")
+	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve /metrics and /healthz on `ADDR`")
+	fs.StringVar(&f.upstream, "upstream", "", "forward admitted requests to `URL` (http://, https:// or unix:///path.sock)")
+	fs.StringVar(&f.mode, "mode", config.DefaultMode, "enforce client certificates: off, log-only or require")
+	fs.StringVar(&f.zoneCA, "zone-ca", config.DefaultZoneCA, "trust `CA` for the zone: cloudflare (embedded) or a PEM bundle file")
+	fs.StringVar(&f.cert, "cert", "", "serve the origin certificate chain in `FILE`")
+	fs.StringVar(&f.key, "key", "", "with the private key in `FILE`")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log at `LEVEL`: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, &exitError{exitConfig, err}
+	}
+	if fs.NArg() > 0 {
+		return nil, &exitError{exitConfig, fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	if f.set["cert"] != f.set["key"] {
+		return nil, &exitError{exitConfig, errors.New("--cert and --key go together")}
+	}
+	return f, nil
+}
+
+// config reads the config file (if any) and applies the flags given.
+func (f *flags) config() (*config.Config, error) {
+	c := config.Default()
+	if f.configFile != "" {
+		var err error
+		if c, err = config.Load(f.configFile); err != nil {
+			return nil, err
+		}
+	}
+	override := map[string]*string{"listen": &c.Listen, "admin": &c.Admin, "upstream": &c.Upstream, "mode": &c.Mode, "zone-ca": &c.ZoneCA}
+	vals := map[string]string{"listen": f.listen, "admin": f.admin, "upstream": f.upstream, "mode": f.mode, "zone-ca": f.zoneCA}
+	for name, dst := range override {
+		if f.set[name] {
+			*dst = vals[name]
+		}
+	}
+	if f.set["cert"] {
+		c.Certificates = []config.KeyPair{{Cert: f.cert, Key: f.key}}
+	}
+	if err := c.Validate(); err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) && f.set[strings.ReplaceAll(ce.Key, "_", "-")] {
+			ce.File = "--" + strings.ReplaceAll(ce.Key, "_", "-")
+			ce.Key = ""
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+func runCommand(args []string, stderr io.Writer) int {
+	f, err := parseRunFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "aopguard: %v\n", err)
+		return exitCode(err)
+	}
+	lvl, err := zerolog.ParseLevel(f.logLevel)
+	if err != nil || f.logLevel == "" {
+		fmt.Fprintf(stderr, "aopguard: --log-level: %q is not one of debug, info, warn, error\n", f.logLevel)
+		return exitConfig
+	}
+	logger := newLogger(stderr, lvl)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, f, logger); err != nil {
+		logger.Error().Err(err).Msg("aopguard stopped")
+		fmt.Fprintf(stderr, "aopguard: %v\n", err)
+		return exitCode(err)
+	}
+	return exitOK
+}
+
+func newLogger(w io.Writer, lvl zerolog.Level) zerolog.Logger {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	zerolog.DurationFieldUnit = time.Millisecond
+	zerolog.DurationFieldInteger = false
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// run serves until ctx is cancelled (SIGTERM/SIGINT), then drains.
+func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
+	cfg, err := f.config()
+	if err != nil {
+		return &exitError{exitConfig, err}
+	}
+	m := metrics.New()
+	a, err := newApp(logger, m)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if err := a.apply(cfg); err != nil {
+		m.Reloaded(false, 0)
+		return &exitError{exitConfig, err}
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin: %w", err)
+	}
+	tlsSrv := tlsconfig.NewServer(a.set, tlsconfig.ServerOptions{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Observe:          a.observeHandshake,
+	})
+	srv := &http.Server{
+		Handler:     proxy.NewHandler(a.routes.Load, logger),
+		ConnContext: proxy.ConnContext,
+		// net/http reads up to MaxHeaderBytes+4096 before answering 431;
+		// subtract the slack so the configured figure is the real bound.
+		MaxHeaderBytes:    max(cfg.MaxHeaderBytes-4096, 1024),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "http"}, "", 0),
+	}
+	admin := &http.Server{
+		Handler:           a.adminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "admin"}, "", 0),
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(tlsSrv.Listener(ln)) }()
+	go func() { errc <- admin.Serve(adminLn) }()
+	logger.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
+		Str("version", versionString()).Msg("aopguard serving")
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rotate := time.NewTicker(ticketRotation)
+	defer rotate.Stop()
+	for {
+		select {
+		case <-hup:
+			a.reload(f)
+		case <-rotate.C:
+			a.rotateTickets()
+		case err := <-errc:
+			if !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serving: %w", err)
+			}
+		case <-ctx.Done():
+			logger.Info().Dur("drain_timeout", cfg.ShutdownTimeout).Msg("shutting down: draining in-flight requests")
+			dctx, cancel := context.WithTimeout(context.Background(), a.config().ShutdownTimeout)
+			defer cancel()
+			if err := srv.Shutdown(dctx); err != nil {
+				logger.Warn().Err(err).Msg("drain timed out; closing remaining connections")
+				srv.Close()
+			}
+			admin.Close()
+			logger.Info().Msg("stopped")
+			return nil
+		}
+	}
+}
+
+// ticketRotation is how often session ticket master keys rotate.
+const ticketRotation = 24 * time.Hour
+
+// levelWriter sends a standard-library logger's lines to zerolog.
+type levelWriter struct {
+	log       zerolog.Logger
+	level     zerolog.Level
+	component string
+}
+
+func (w levelWriter) Write(p []byte) (int, error) {
+	w.log.WithLevel(w.level).Str("component", w.component).Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// observeHandshake logs refused and failed handshakes; admitted ones are
+// visible in the access lines of their requests.
+func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err error) {
+	var rej *tlsconfig.RejectError
+	switch {
+	case err == nil:
+		if info.Policy.ActionFor(info.Verdict) == tlsconfig.WouldReject {
+			a.log.Warn().Str("remote", remote.String()).Str("sni", info.SNI).Str("policy", info.Policy.Name()).
+				Str("mode", info.Policy.Mode().String()).Str("reason", info.Verdict.Reason).
+				Str("fingerprint", info.Verdict.Fingerprint).Str("subject", info.Verdict.Subject).
+				Msg("client certificate would be refused under require (log-only: admitted)")
+		}
+	case errors.As(err, &rej):
+		a.log.Warn().Str("remote", remote.String()).Str("sni", info.SNI).Str("policy", rej.Policy.Name()).
+			Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
+			Str("fingerprint", rej.Verdict.Fingerprint).Str("subject", rej.Verdict.Subject).
+			Msg("handshake refused: client certificate not accepted")
+	default:
+		a.metrics.HandshakeError()
+		a.log.Debug().Str("remote", remote.String()).Str("sni", info.SNI).Err(err).Msg("tls handshake failed")
+	}
+}
+
+// app holds the state that outlives reloads.
+type app struct {
+	log     zerolog.Logger
+	metrics *metrics.Metrics
+	tickets *tlsconfig.TicketKeys
+	servers *serverCerts
+	ups     *proxy.Upstreams
+
+	mu     sync.Mutex // serialises apply and ticket rotation
+	cfg    atomic.Pointer[config.Config]
+	routes atomic.Pointer[proxy.Routes]
+}
+
+func newApp(logger zerolog.Logger, m *metrics.Metrics) (*app, error) {
+	tickets, err := tlsconfig.NewTicketKeys()
+	if err != nil {
+		return nil, err
+	}
+	a := &app{log: logger, metrics: m, tickets: tickets, servers: newServerCerts(logger)}
+	a.ups = proxy.NewUpstreams(logger, func(host, class string) tlsconfig.Counter { return m.Requests(host, class) })
+	return a, nil
+}
+
+func (a *app) close()                 { a.servers.close() }
+func (a *app) set() *tlsconfig.Set    { return a.routes.Load().Set }
+func (a *app) config() *config.Config { return a.cfg.Load() }
+
+func (a *app) rotateTickets() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.tickets.Rotate(); err != nil {
+		a.log.Error().Err(err).Msg("session ticket key rotation failed; keeping current keys")
+		return
+	}
+	a.set().RefreshTicketKeys(a.tickets)
+}
+
+// reload re-reads the configuration and every file it names. Any failure
+// leaves the running state untouched.
+func (a *app) reload(f *flags) {
+	a.log.Info().Msg("reloading configuration (SIGHUP)")
+	cfg, err := f.config()
+	if err == nil {
+		old := a.config()
+		if cfg.Listen != old.Listen || cfg.Admin != old.Admin {
+			a.log.Warn().Msg("listen and admin addresses change only on restart; keeping the current ones")
+		}
+		err = a.apply(cfg)
+	}
+	if err != nil {
+		a.metrics.Reloaded(false, 0)
+		a.log.Error().Err(err).Msg("reload failed; still serving the previous configuration")
+		return
+	}
+	a.log.Info().Msg("reload complete")
+}
+
+func (a *app) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}

@@ -1,0 +1,301 @@
+// Package config reads aopguard's YAML configuration. Decoding is strict:
+// an unknown key, a wrong type or a bad value is an *Error naming the file,
+// the key path (e.g. hosts[1].mode) and the line, so that an operator can
+// fix it without guessing.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults for settings the configuration leaves out.
+const (
+	DefaultListen          = ":8443"
+	DefaultAdmin           = "127.0.0.1:9090"
+	DefaultMode            = "require"
+	DefaultZoneCA          = "cloudflare"
+	DefaultMaxHeaderBytes  = 64 << 10
+	DefaultUpstreamTimeout = 60 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultHandshakeTimout = 10 * time.Second
+)
+
+// CloudflareCA is the zone_ca value that selects the embedded
+// origin-pull CA.
+const CloudflareCA = "cloudflare"
+
+// Config is a validated configuration. Paths are absolute (resolved against
+// the config file's folder when read from a file).
+type Config struct {
+	// File is the file it was read from ("" when built from flags only).
+	File     string
+	Listen   string
+	Admin    string
+	Upstream string
+	Mode     string
+	// ZoneCA is CloudflareCA or a PEM bundle path.
+	ZoneCA       string
+	Certificates []KeyPair
+	Hosts        []Host
+
+	MaxHeaderBytes   int
+	UpstreamTimeout  time.Duration
+	ShutdownTimeout  time.Duration
+	HandshakeTimeout time.Duration
+}
+
+// KeyPair is one server certificate chain and its key.
+type KeyPair struct {
+	Cert string
+	Key  string
+}
+
+// Host is a per-hostname policy. Empty fields inherit the zone's.
+type Host struct {
+	Name     string
+	CA       string
+	Mode     string
+	Upstream string
+}
+
+// Error is a configuration error at one key.
+type Error struct {
+	File string // may be ""
+	Key  string // e.g. "hosts[1].ca"; "" for the document as a whole
+	Line int    // 0 when unknown
+	Err  error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, " (line %d)", e.Line)
+		}
+		b.WriteString(": ")
+	} else if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	return &Config{
+		Listen:           DefaultListen,
+		Admin:            DefaultAdmin,
+		Mode:             DefaultMode,
+		ZoneCA:           DefaultZoneCA,
+		MaxHeaderBytes:   DefaultMaxHeaderBytes,
+		UpstreamTimeout:  DefaultUpstreamTimeout,
+		ShutdownTimeout:  DefaultShutdownTimeout,
+		HandshakeTimeout: DefaultHandshakeTimout,
+	}
+}
+
+// Load reads and validates a configuration file. It does not read the
+// certificate files it names; that is the loader's job, which reports
+// errors with the same file and key names.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Err: err}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, &Error{File: path, Err: err}
+	}
+	return Parse(data, path, filepath.Dir(abs))
+}
+
+// Parse decodes YAML; file names errors and dir resolves relative paths.
+func Parse(data []byte, file, dir string) (*Config, error) {
+	c := Default()
+	c.File = file
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: file, Err: fmt.Errorf("not valid YAML: %w", err)}
+	}
+	p := &parser{file: file}
+	if len(doc.Content) > 0 {
+		p.top(doc.Content[0], c)
+	}
+	if p.err != nil {
+		return nil, p.err
+	}
+	c.resolve(dir)
+	if err := c.Validate(); err != nil {
+		if ce, ok := err.(*Error); ok {
+			ce.File = file
+			ce.Line = p.lines[ce.Key]
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// resolve makes relative paths absolute against dir.
+func (c *Config) resolve(dir string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) || dir == "" {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	if c.ZoneCA != CloudflareCA {
+		c.ZoneCA = abs(c.ZoneCA)
+	}
+	for i := range c.Certificates {
+		c.Certificates[i].Cert = abs(c.Certificates[i].Cert)
+		c.Certificates[i].Key = abs(c.Certificates[i].Key)
+	}
+	for i := range c.Hosts {
+		c.Hosts[i].CA = abs(c.Hosts[i].CA)
+		if u, ok := strings.CutPrefix(c.Hosts[i].Upstream, "unix://"); ok && !strings.HasPrefix(u, "/") {
+			c.Hosts[i].Upstream = "unix://" + abs(u)
+		}
+	}
+	if u, ok := strings.CutPrefix(c.Upstream, "unix://"); ok && !strings.HasPrefix(u, "/") {
+		c.Upstream = "unix://" + abs(u)
+	}
+}
+
+// Validate checks values that do not depend on files. It is run by Parse
+// and again after command-line flags are applied.
+func (c *Config) Validate() error {
+	bad := func(key string, format string, args ...any) error {
+		return &Error{File: c.File, Key: key, Err: fmt.Errorf(format, args...)}
+	}
+	if err := checkAddr(c.Listen); err != nil {
+		return bad("listen", "%v", err)
+	}
+	if err := checkAddr(c.Admin); err != nil {
+		return bad("admin", "%v", err)
+	}
+	if c.Upstream == "" {
+		return bad("upstream", "required: where to send verified requests, e.g. http://127.0.0.1:8080")
+	}
+	if err := CheckUpstream(c.Upstream); err != nil {
+		return bad("upstream", "%v", err)
+	}
+	if !validMode(c.Mode) {
+		return bad("mode", "%q is not one of off, log-only, require", c.Mode)
+	}
+	if c.ZoneCA == "" {
+		return bad("zone_ca", "must be %q or a PEM bundle path", CloudflareCA)
+	}
+	for i, kp := range c.Certificates {
+		if kp.Cert == "" || kp.Key == "" {
+			return bad(fmt.Sprintf("certificates[%d]", i), "needs both cert and key")
+		}
+	}
+	seen := map[string]int{}
+	for i, h := range c.Hosts {
+		key := fmt.Sprintf("hosts[%d]", i)
+		if err := checkHostName(h.Name); err != nil {
+			return bad(key+".name", "%v", err)
+		}
+		n := strings.ToLower(strings.TrimSuffix(h.Name, "."))
+		if j, dup := seen[n]; dup {
+			return bad(key+".name", "%q is already configured at hosts[%d]", h.Name, j)
+		}
+		seen[n] = i
+		if h.Mode != "" && !validMode(h.Mode) {
+			return bad(key+".mode", "%q is not one of off, log-only, require", h.Mode)
+		}
+		if h.Upstream != "" {
+			if err := CheckUpstream(h.Upstream); err != nil {
+				return bad(key+".upstream", "%v", err)
+			}
+		}
+	}
+	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 16<<20 {
+		return bad("max_header_bytes", "%d is outside 4096..16777216", c.MaxHeaderBytes)
+	}
+	for key, d := range map[string]time.Duration{
+		"upstream_timeout":  c.UpstreamTimeout,
+		"shutdown_timeout":  c.ShutdownTimeout,
+		"handshake_timeout": c.HandshakeTimeout,
+	} {
+		if d <= 0 {
+			return bad(key, "must be a positive duration such as 30s")
+		}
+	}
+	return nil
+}
+
+func validMode(m string) bool { return m == "off" || m == "log-only" || m == "require" }
+
+func checkAddr(a string) error {
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		return fmt.Errorf("%q is not host:port (%v)", a, err)
+	}
+	return nil
+}
+
+// CheckUpstream validates an upstream URL: http://host[:port],
+// https://host[:port] or unix:///absolute/path.sock.
+func CheckUpstream(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return fmt.Errorf("%q has no host", s)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("%q: a query or fragment makes no sense for an upstream", s)
+		}
+	case "unix":
+		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+			return fmt.Errorf("%q: want unix:///absolute/path.sock", s)
+		}
+	default:
+		return fmt.Errorf("%q: scheme must be http, https or unix", s)
+	}
+	return nil
+}
+
+func checkHostName(n string) error {
+	if n == "" {
+		return errors.New("required")
+	}
+	rest := strings.TrimSuffix(n, ".")
+	if r, ok := strings.CutPrefix(rest, "*."); ok {
+		rest = r
+	}
+	if rest == "" || strings.ContainsAny(rest, "*:/ ") {
+		return fmt.Errorf("%q is not a host name or \"*.\" wildcard (one leading label only)", n)
+	}
+	if net.ParseIP(rest) != nil {
+		return fmt.Errorf("%q is an IP address; direct-to-IP requests use the zone policy", n)
+	}
+	for _, label := range strings.Split(rest, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("%q has an empty or over-long label", n)
+		}
+	}
+	return nil
+}

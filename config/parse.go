@@ -1,0 +1,159 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// parser walks the YAML tree by hand rather than unmarshalling into tagged
+// structs, so every error can name the exact key path and line, and every
+// key is checked against what that level accepts.
+type parser struct {
+	file  string
+	err   *Error
+	lines map[string]int // key path -> line, for errors found after parsing
+}
+
+func (p *parser) fail(key string, n *yaml.Node, format string, args ...any) {
+	if p.err == nil {
+		p.err = &Error{File: p.file, Key: key, Line: n.Line, Err: fmt.Errorf(format, args...)}
+	}
+}
+
+func (p *parser) mark(key string, n *yaml.Node) {
+	if p.lines == nil {
+		p.lines = map[string]int{}
+	}
+	p.lines[key] = n.Line
+}
+
+// fields visits each key of a mapping node with the handler registered for
+// it; any other key is an error.
+func (p *parser) fields(path string, n *yaml.Node, handlers map[string]func(key string, v *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		p.fail(path, n, "want a mapping of keys, got %s", kindName(n))
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content) && p.err == nil; i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := k.Value
+		if path != "" {
+			key = path + "." + k.Value
+		}
+		h, ok := handlers[k.Value]
+		if !ok {
+			p.fail(key, k, "unknown key")
+			return
+		}
+		if seen[k.Value] {
+			p.fail(key, k, "given twice")
+			return
+		}
+		seen[k.Value] = true
+		p.mark(key, v)
+		h(key, v)
+	}
+}
+
+func (p *parser) str(dst *string) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+			p.fail(key, v, "want a string, got %s", kindName(v))
+			return
+		}
+		*dst = v.Value
+	}
+}
+
+func (p *parser) integer(dst *int) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		n, err := strconv.Atoi(v.Value)
+		if v.Kind != yaml.ScalarNode || err != nil {
+			p.fail(key, v, "want a whole number, got %q", v.Value)
+			return
+		}
+		*dst = n
+	}
+}
+
+func (p *parser) duration(dst *time.Duration) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		d, err := time.ParseDuration(v.Value)
+		if v.Kind != yaml.ScalarNode || err != nil {
+			p.fail(key, v, "want a duration such as 30s or 2m, got %q", v.Value)
+			return
+		}
+		*dst = d
+	}
+}
+
+// list visits each item of a sequence node.
+func (p *parser) list(key string, v *yaml.Node, each func(key string, item *yaml.Node)) {
+	if v.Kind != yaml.SequenceNode {
+		p.fail(key, v, "want a list, got %s", kindName(v))
+		return
+	}
+	for i, item := range v.Content {
+		if p.err != nil {
+			return
+		}
+		k := fmt.Sprintf("%s[%d]", key, i)
+		p.mark(k, item)
+		each(k, item)
+	}
+}
+
+func (p *parser) top(n *yaml.Node, c *Config) {
+	p.fields("", n, map[string]func(string, *yaml.Node){
+		"listen":            p.str(&c.Listen),
+		"admin":             p.str(&c.Admin),
+		"upstream":          p.str(&c.Upstream),
+		"mode":              p.str(&c.Mode),
+		"zone_ca":           p.str(&c.ZoneCA),
+		"max_header_bytes":  p.integer(&c.MaxHeaderBytes),
+		"upstream_timeout":  p.duration(&c.UpstreamTimeout),
+		"shutdown_timeout":  p.duration(&c.ShutdownTimeout),
+		"handshake_timeout": p.duration(&c.HandshakeTimeout),
+		"certificates": func(key string, v *yaml.Node) {
+			p.list(key, v, func(key string, item *yaml.Node) {
+				var kp KeyPair
+				p.fields(key, item, map[string]func(string, *yaml.Node){
+					"cert": p.str(&kp.Cert),
+					"key":  p.str(&kp.Key),
+				})
+				c.Certificates = append(c.Certificates, kp)
+			})
+		},
+		"hosts": func(key string, v *yaml.Node) {
+			p.list(key, v, func(key string, item *yaml.Node) {
+				var h Host
+				p.fields(key, item, map[string]func(string, *yaml.Node){
+					"name":     p.str(&h.Name),
+					"ca":       p.str(&h.CA),
+					"mode":     p.str(&h.Mode),
+					"upstream": p.str(&h.Upstream),
+				})
+				c.Hosts = append(c.Hosts, h)
+			})
+		},
+	})
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	if n.Tag == "!!null" {
+		return "nothing"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}

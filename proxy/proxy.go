@@ -1,0 +1,211 @@
+// Package proxy moves admitted requests to the app. It judges each request
+// under the policy its Host header selects (re-checking the connection's
+// client certificate when that differs from the policy the handshake was
+// judged under), replaces the verification headers a client may have
+// forged with the real verdict, and forwards with httputil.ReverseProxy.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/aopguard/aopguard/tlsconfig"
+)
+
+// Headers set on every forwarded request. Client-supplied copies of these,
+// and of any other X-Client-Cert-* header, are removed first.
+const (
+	HeaderVerify      = "X-Client-Verify"
+	HeaderFingerprint = "X-Client-Cert-Fingerprint"
+	headerCertPrefix  = "X-Client-Cert-"
+)
+
+// Routes is one immutable snapshot of admission and routing: the policy Set
+// and a backend per policy. Swapping the Routes pointer is a reload.
+type Routes struct {
+	Set      *tlsconfig.Set
+	backends []*httputil.ReverseProxy // by Policy.Index
+	requests [][6]tlsconfig.Counter   // by Policy.Index, then status/100
+	timeout  time.Duration
+}
+
+// Handler serves requests from connections accepted by a tlsconfig.Server.
+type Handler struct {
+	routes func() *Routes
+	log    zerolog.Logger
+}
+
+// NewHandler returns a Handler that reads the current Routes on every
+// request and writes one access line per request to log.
+func NewHandler(routes func() *Routes, log zerolog.Logger) *Handler {
+	return &Handler{routes: routes, log: log}
+}
+
+type connKey struct{}
+
+// ConnContext is the http.Server.ConnContext hook that makes the connection
+// (and so its tlsconfig.ConnInfo) reachable from each request.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+var (
+	verifySuccess = []string{"SUCCESS"}
+	verifyNone    = []string{"NONE"}
+)
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	ci := tlsconfig.Info(c)
+	if ci == nil {
+		// Only reachable by wiring a listener that is not a tlsconfig
+		// Server's: fail closed.
+		http.Error(w, "500 internal server error", http.StatusInternalServerError)
+		h.log.Error().Msg("request on a connection aopguard did not handshake; refusing")
+		return
+	}
+	rt := h.routes()
+	host := hostOnly(r.Host)
+	if host == "" {
+		host = ci.SNI
+	}
+	p := rt.Set.Match(host)
+	verdict := ci.Verdict
+	if p != ci.Policy {
+		// The Host selects another policy than the handshake was judged
+		// under (another host, or the same one after a reload): judge the
+		// connection's certificate under this request's policy.
+		verdict = p.Verify(ci.Peer)
+		p.Count(verdict)
+	}
+	rec := recorder{ResponseWriter: w}
+	if p.ActionFor(verdict) == tlsconfig.Reject {
+		rec.misdirected = true
+		http.Error(&rec, "421 misdirected request: this connection's client certificate is not accepted for "+host, http.StatusMisdirectedRequest)
+	} else {
+		setVerifyHeaders(r.Header, verdict)
+		rt.backends[p.Index()].ServeHTTP(&rec, r)
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK // handler wrote nothing: net/http sends 200
+	}
+	if cls := status / 100; cls >= 1 && cls <= 5 {
+		if ctr := rt.requests[p.Index()][cls]; ctr != nil {
+			ctr.Inc()
+		}
+	}
+	e := h.log.Info().
+		Str("host", r.Host).
+		Str("policy", p.Name()).
+		Str("sni", ci.SNI).
+		Bool("resumed", ci.Resumed).
+		Str("remote", r.RemoteAddr).
+		Str("proto", r.Proto).
+		Str("method", r.Method).
+		Str("path", r.URL.Path).
+		Int("status", status).
+		Int64("bytes", rec.bytes).
+		Dur("duration", time.Since(start)).
+		Str("verify", verdict.Result.String()).
+		Str("action", p.ActionFor(verdict).String())
+	if verdict.Reason != "" {
+		e = e.Str("reason", verdict.Reason)
+	}
+	if verdict.Fingerprint != "" {
+		e = e.Str("fingerprint", verdict.Fingerprint).Str("serial", verdict.Serial)
+	}
+	if ray := r.Header.Get("Cf-Ray"); ray != "" {
+		e = e.Str("cf_ray", ray)
+	}
+	if rec.upstreamErr != nil {
+		e = e.AnErr("upstream_error", rec.upstreamErr)
+	}
+	e.Msg("request")
+}
+
+// setVerifyHeaders removes every client-supplied verification header and
+// sets the real ones.
+func setVerifyHeaders(h http.Header, v tlsconfig.Verdict) {
+	for k := range h {
+		if k == HeaderVerify || strings.HasPrefix(k, headerCertPrefix) {
+			delete(h, k)
+		}
+	}
+	switch v.Result {
+	case tlsconfig.Success:
+		h[HeaderVerify] = verifySuccess
+	case tlsconfig.None:
+		h[HeaderVerify] = verifyNone
+	default:
+		h[HeaderVerify] = []string{v.Header()}
+	}
+	if v.Fingerprint != "" {
+		h[HeaderFingerprint] = []string{v.Fingerprint}
+	}
+}
+
+// hostOnly strips the port from a Host header value ("a.b:443", "[::1]:8443").
+func hostOnly(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+}
+
+// recorder notes the status and size of a response for the access line. It
+// unwraps for http.ResponseController, so flushing (SSE, chunked) and
+// hijacking (WebSocket) reach the real connection.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	upstreamErr error
+	misdirected bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// errorHandler answers for an upstream that failed: 504 when it timed out,
+// 502 otherwise, with a short body that leaks nothing internal. The cause
+// goes to the access line.
+func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	if rec, ok := w.(*recorder); ok {
+		rec.upstreamErr = err
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody is left to answer.
+		w.WriteHeader(499)
+		return
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		http.Error(w, "504 gateway timeout: the upstream did not answer in time", http.StatusGatewayTimeout)
+		return
+	}
+	http.Error(w, "502 bad gateway: the upstream is unavailable", http.StatusBadGateway)
+}

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/aopguard/aopguard/tlsconfig"
+)
+
+// Upstreams builds Routes and keeps one http.Transport per upstream URL
+// across reloads, so pooled upstream connections survive a reload.
+type Upstreams struct {
+	log      zerolog.Logger
+	requests func(host, class string) tlsconfig.Counter
+
+	mu         sync.Mutex
+	transports map[string]*http.Transport
+}
+
+// NewUpstreams returns a Routes builder. requests, if not nil, returns the
+// request counter for a policy name and status class.
+func NewUpstreams(log zerolog.Logger, requests func(host, class string) tlsconfig.Counter) *Upstreams {
+	return &Upstreams{log: log, requests: requests, transports: map[string]*http.Transport{}}
+}
+
+var classes = [6]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+// Routes compiles a backend for every policy of set; upstreams get timeout
+// to send response headers before the client is answered 504.
+func (u *Upstreams) Routes(set *tlsconfig.Set, timeout time.Duration) (*Routes, error) {
+	rt := &Routes{Set: set, timeout: timeout}
+	proxies := map[string]*httputil.ReverseProxy{}
+	for _, p := range set.Policies() {
+		rp, ok := proxies[p.Upstream()]
+		if !ok {
+			var err error
+			if rp, err = u.reverseProxy(p.Upstream(), timeout); err != nil {
+				return nil, fmt.Errorf("policy %s: upstream %q: %w", p.Name(), p.Upstream(), err)
+			}
+			proxies[p.Upstream()] = rp
+		}
+		rt.backends = append(rt.backends, rp)
+		var ctrs [6]tlsconfig.Counter
+		if u.requests != nil {
+			for i := 1; i <= 5; i++ {
+				ctrs[i] = u.requests(p.Name(), classes[i])
+			}
+		}
+		rt.requests = append(rt.requests, ctrs)
+	}
+	return rt, nil
+}
+
+// Prune closes idle connections of transports that rt no longer uses.
+func (u *Upstreams) Prune(rt *Routes) {
+	used := map[string]bool{}
+	for _, p := range rt.Set.Policies() {
+		used[transportKey(p.Upstream(), rt.timeout)] = true
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, t := range u.transports {
+		if !used[k] {
+			t.CloseIdleConnections()
+			delete(u.transports, k)
+		}
+	}
+}
+
+func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.ReverseProxy, error) {
+	target, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	t := u.transport(raw, target, timeout)
+	if target.Scheme == "unix" {
+		// The socket is reached by the transport's dialer; the URL only
+		// needs a syntactically valid host.
+		target = &url.URL{Scheme: "http", Host: "localhost"}
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host // the app routes by the name the visitor asked for
+			pr.SetXForwarded()
+		},
+		Transport:    t,
+		BufferPool:   bufferPool{},
+		ErrorHandler: errorHandler,
+		ErrorLog:     log.New(zerologWriter{u.log}, "", 0),
+	}, nil
+}
+
+func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *http.Transport {
+	key := transportKey(raw, timeout)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t, ok := u.transports[key]; ok {
+		return t
+	}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:                  nil, // never route the app's traffic through an environment proxy
+		DialContext:            dialer.DialContext,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256, // a sidecar talks to one host: Go's default of 2 means constant reconnects
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  1 * time.Second,
+		ResponseHeaderTimeout:  timeout,
+		MaxResponseHeaderBytes: 1 << 20,
+		ForceAttemptHTTP2:      target.Scheme == "https",
+	}
+	if target.Scheme == "unix" {
+		path := target.Path
+		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", path)
+		}
+	}
+	u.transports[key] = t
+	return t
+}
+
+// bufferPool recycles ReverseProxy's copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// zerologWriter adapts ReverseProxy's standard-library logger.
+type zerologWriter struct{ log zerolog.Logger }
+
+func (w zerologWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("component", "reverseproxy").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// transportKey identifies a reusable transport: same upstream, same timeout.
+func transportKey(upstream string, timeout time.Duration) string {
+	return upstream + " " + timeout.String()
+}

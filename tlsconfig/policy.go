@@ -1,0 +1,347 @@
+// Package tlsconfig decides who is let in. A Policy is one client-certificate
+// rule (the zone's, or one hostname's) compiled once into its own tls.Config;
+// a Set picks the Policy for a TLS server name or HTTP Host; a Server drives
+// TLS handshakes so that every accepted connection carries the Policy and the
+// Verdict it was admitted under.
+package tlsconfig
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Mode is how strictly a Policy enforces client certificates.
+type Mode uint8
+
+const (
+	// Off asks for no client certificate.
+	Off Mode = iota
+	// LogOnly asks for and verifies a certificate but never refuses a
+	// connection for it: the staged-rollout step before Require.
+	LogOnly
+	// Require refuses, at the handshake, any connection without a
+	// certificate that verifies against the Policy's CAs.
+	Require
+)
+
+var modeNames = [...]string{Off: "off", LogOnly: "log-only", Require: "require"}
+
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("Mode(%d)", m)
+}
+
+// ParseMode parses "off", "log-only" or "require".
+func ParseMode(s string) (Mode, error) {
+	for m, n := range modeNames {
+		if s == n {
+			return Mode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not one of off, log-only, require", s)
+}
+
+// Result is the outcome of checking a client certificate.
+type Result uint8
+
+const (
+	// None: no certificate was presented, or the Policy does not check one.
+	None Result = iota
+	// Success: the certificate chains to the Policy's CAs, is within its
+	// validity period and allows client authentication.
+	Success
+	// Failed: a certificate was presented and did not verify.
+	Failed
+)
+
+var resultNames = [...]string{None: "none", Success: "success", Failed: "failed"}
+
+func (r Result) String() string { return resultNames[r] }
+
+// Action is what a Policy does with a Verdict.
+type Action uint8
+
+const (
+	// Allow lets the request through.
+	Allow Action = iota
+	// Reject refuses it (Require mode).
+	Reject
+	// WouldReject lets it through but records that Require would not
+	// (LogOnly mode): the number to watch before enforcing.
+	WouldReject
+)
+
+var actionNames = [...]string{Allow: "allow", Reject: "reject", WouldReject: "would_reject"}
+
+func (a Action) String() string { return actionNames[a] }
+
+// Reasons a certificate fails; they appear in logs and in the upstream's
+// X-Client-Verify header as FAILED:<reason>.
+const (
+	ReasonMissing     = "missing"
+	ReasonUntrusted   = "untrusted"
+	ReasonExpired     = "expired"
+	ReasonNotYetValid = "not_yet_valid"
+	ReasonWrongUsage  = "wrong_usage"
+	ReasonInvalid     = "invalid"
+)
+
+// Verdict is the outcome of checking one certificate chain under one Policy.
+type Verdict struct {
+	Result Result
+	// Reason says why Result is not Success ("" on success, and for None
+	// under an Off policy).
+	Reason string
+	// Fingerprint is the lowercase hex SHA-256 of the leaf's DER, and
+	// Serial its serial number in hex; both empty when no certificate was
+	// presented.
+	Fingerprint string
+	Serial      string
+	// Subject is the leaf's common name (or DN), for logs.
+	Subject string
+}
+
+// Header returns the X-Client-Verify value for the Verdict.
+func (v Verdict) Header() string {
+	switch v.Result {
+	case Success:
+		return "SUCCESS"
+	case Failed:
+		return "FAILED:" + v.Reason
+	}
+	return "NONE"
+}
+
+// Counter is the one method of a metric counter a Policy needs; label
+// resolution happens once, when the Policy is built.
+type Counter interface{ Inc() }
+
+// PolicySpec describes a Policy before it is compiled.
+type PolicySpec struct {
+	// Name is "_zone" for the zone policy, or a configured host name: an
+	// exact name or "*.example.com".
+	Name string
+	Mode Mode
+	// CAs are the roots a client certificate must chain to. Required
+	// unless Mode is Off.
+	CAs []*x509.Certificate
+	// Upstream is where requests under this policy go; tlsconfig only
+	// carries it so that routing and admission come from one snapshot.
+	Upstream string
+}
+
+// Policy is a compiled PolicySpec. It is immutable once built and safe for
+// concurrent use; a reload builds new Policies instead of changing these.
+type Policy struct {
+	name     string
+	mode     Mode
+	cas      []*x509.Certificate
+	upstream string
+	index    int
+	roots    *x509.CertPool
+	tls      *tls.Config
+	cache    verifyCache
+	counters [3][3]Counter // [Result][Action]
+}
+
+// Name returns "_zone" or the configured host name.
+func (p *Policy) Name() string { return p.name }
+
+// Mode returns the enforcement mode.
+func (p *Policy) Mode() Mode { return p.mode }
+
+// CAs returns the trusted roots; callers must not modify them.
+func (p *Policy) CAs() []*x509.Certificate { return p.cas }
+
+// Upstream returns the configured upstream URL.
+func (p *Policy) Upstream() string { return p.upstream }
+
+// Index is the Policy's position in its Set (the zone is 0), for callers
+// that keep per-policy data in a slice.
+func (p *Policy) Index() int { return p.index }
+
+// TLSConfig returns the compiled server configuration. It is shared by
+// every handshake under this Policy and must not be modified.
+func (p *Policy) TLSConfig() *tls.Config { return p.tls }
+
+// ActionFor returns what the Policy does with v.
+func (p *Policy) ActionFor(v Verdict) Action {
+	if p.mode == Off || v.Result == Success {
+		return Allow
+	}
+	if p.mode == Require {
+		return Reject
+	}
+	return WouldReject
+}
+
+// Count records v in the Policy's verification counter.
+func (p *Policy) Count(v Verdict) {
+	if c := p.counters[v.Result][p.ActionFor(v)]; c != nil {
+		c.Inc()
+	}
+}
+
+// Verify checks a presented chain (leaf first, as in
+// tls.ConnectionState.PeerCertificates) against the Policy. Results are
+// cached per chain, so the expensive signature checks run once per distinct
+// certificate rather than once per handshake; the cache honours validity
+// periods and dies with the Policy on reload.
+func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
+	if len(chain) == 0 {
+		if p.mode == Off {
+			return Verdict{Result: None}
+		}
+		return Verdict{Result: None, Reason: ReasonMissing}
+	}
+	leaf := chain[0]
+	sum := sha256.Sum256(leaf.Raw)
+	v := Verdict{Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: describe(leaf)}
+	if p.mode == Off {
+		v.Result = None
+		return v
+	}
+	key := sum
+	if len(chain) > 1 {
+		h := sha256.New()
+		h.Write(sum[:])
+		for _, c := range chain[1:] {
+			h.Write(c.Raw)
+		}
+		h.Sum(key[:0])
+	}
+	now := time.Now()
+	if e, ok := p.cache.get(key, now); ok {
+		v.Result, v.Reason = e.result, e.reason
+		return v
+	}
+	e := p.verify(chain, now)
+	p.cache.put(key, e)
+	v.Result, v.Reason = e.result, e.reason
+	return v
+}
+
+func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
+	opts := x509.VerifyOptions{
+		Roots:       p.roots,
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(chain) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range chain[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	leaf := chain[0]
+	chains, err := leaf.Verify(opts)
+	if err == nil {
+		until := leaf.NotAfter
+		for _, c := range chains[0] {
+			if c.NotAfter.Before(until) {
+				until = c.NotAfter
+			}
+		}
+		return cacheEntry{result: Success, until: until}
+	}
+	e := cacheEntry{result: Failed, reason: ReasonInvalid}
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, new(x509.UnknownAuthorityError)):
+		e.reason = ReasonUntrusted
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		e.reason = ReasonExpired
+		if now.Before(leaf.NotBefore) {
+			// Re-check once the leaf becomes valid.
+			e.reason, e.until = ReasonNotYetValid, leaf.NotBefore
+		}
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
+		e.reason = ReasonWrongUsage
+	}
+	return e
+}
+
+// verifyConnection is the tls.Config hook for Require policies: it refuses
+// the handshake (full or resumed) unless the chain verifies now, under this
+// Policy. LogOnly and Off policies judge after the handshake instead.
+func (p *Policy) verifyConnection(cs tls.ConnectionState) error {
+	v := p.Verify(cs.PeerCertificates)
+	if v.Result != Success {
+		return &RejectError{Policy: p, Verdict: v}
+	}
+	return nil
+}
+
+// RejectError is the handshake error of a connection a Require policy
+// refused.
+type RejectError struct {
+	Policy  *Policy
+	Verdict Verdict
+}
+
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("aopguard: policy %s (%s): client certificate %s", e.Policy.name, e.Policy.mode, e.Verdict.Reason)
+}
+
+func describe(c *x509.Certificate) string {
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName
+	}
+	return c.Subject.String()
+}
+
+// maxCacheEntries bounds the per-policy verification cache; a scanner
+// presenting endless distinct certificates evicts entries instead of
+// growing memory.
+const maxCacheEntries = 4096
+
+type cacheEntry struct {
+	result Result
+	reason string
+	until  time.Time // zero: valid for the Policy's lifetime
+}
+
+type verifyCache struct {
+	mu sync.RWMutex
+	m  map[[32]byte]cacheEntry
+}
+
+func (c *verifyCache) get(k [32]byte, now time.Time) (cacheEntry, bool) {
+	c.mu.RLock()
+	e, ok := c.m[k]
+	c.mu.RUnlock()
+	if !ok || (!e.until.IsZero() && !now.Before(e.until)) {
+		return cacheEntry{}, false
+	}
+	return e, true
+}
+
+func (c *verifyCache) put(k [32]byte, e cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[[32]byte]cacheEntry)
+	}
+	if len(c.m) >= maxCacheEntries {
+		for old := range c.m { // map order is random: evict an arbitrary entry
+			delete(c.m, old)
+			break
+		}
+	}
+	c.m[k] = e
+}
+
+// normalize lower-cases a server or host name and drops a trailing dot.
+func normalize(name string) string {
+	name = strings.TrimSuffix(name, ".")
+	return strings.ToLower(name)
+}

@@ -1,0 +1,214 @@
+package tlsconfig
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ConnInfo is what a Server learned about a connection during its handshake.
+// It is written before the connection is returned by Accept and only read
+// afterwards.
+type ConnInfo struct {
+	// Policy is the Policy the server name selected and the handshake was
+	// judged under. A reload does not change it.
+	Policy *Policy
+	// SNI is the server name the client sent ("" for direct-to-IP).
+	SNI string
+	// Verdict is the client certificate's verdict under Policy.
+	Verdict Verdict
+	// Peer is the presented chain, leaf first (nil when none).
+	Peer []*x509.Certificate
+	// Resumed reports a resumed TLS session.
+	Resumed bool
+	// Version is the negotiated TLS version.
+	Version uint16
+}
+
+// Info returns the ConnInfo of a connection accepted from a Server's
+// listener, or nil for any other connection.
+func Info(c net.Conn) *ConnInfo {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	if t, ok := tc.NetConn().(*trackedConn); ok {
+		return &t.info
+	}
+	return nil
+}
+
+type trackedConn struct {
+	net.Conn
+	info ConnInfo
+}
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// HandshakeTimeout bounds each TLS handshake; default 10s.
+	HandshakeTimeout time.Duration
+	// Observe is called once per handshake, after it ends. err is nil for
+	// an admitted connection, a *RejectError when a Require policy refused
+	// the client certificate, or the TLS error otherwise. info.Policy is
+	// nil when the handshake failed before a policy was chosen.
+	Observe func(info *ConnInfo, remote net.Addr, err error)
+}
+
+// Server chooses a Policy for each ClientHello from the current Set and
+// completes handshakes off the accept path, so that a slow or hostile client
+// never delays others and every connection handed on has its Verdict.
+type Server struct {
+	current func() *Set
+	opts    ServerOptions
+	base    *tls.Config
+}
+
+// NewServer returns a Server that reads the current Set from current on
+// every handshake, so a reload takes effect for the next ClientHello.
+func NewServer(current func() *Set, opts ServerOptions) *Server {
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	s := &Server{current: current, opts: opts}
+	s.base = &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		GetConfigForClient: s.configForClient,
+	}
+	return s
+}
+
+func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	p := s.current().Match(hello.ServerName)
+	if t, ok := hello.Conn.(*trackedConn); ok {
+		t.info.Policy = p
+		t.info.SNI = hello.ServerName
+	}
+	return p.tls, nil
+}
+
+// errNoClientCert is crypto/tls's text for a Require handshake without a
+// certificate (it sends certificate_required, the proper alert, before any
+// callback of ours runs). A test pins it.
+const errNoClientCert = "client didn't provide a certificate"
+
+// handshake runs one TLS handshake and fills in the connection's ConnInfo.
+func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
+	t := &trackedConn{Conn: raw}
+	c := tls.Server(t, s.base)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	err := c.HandshakeContext(ctx)
+	cancel()
+	info := &t.info
+	if err != nil {
+		var rej *RejectError
+		if errors.As(err, &rej) {
+			info.Verdict, err = rej.Verdict, rej
+		} else if info.Policy != nil && info.Policy.mode == Require && strings.Contains(err.Error(), errNoClientCert) {
+			info.Verdict = Verdict{Result: None, Reason: ReasonMissing}
+			err = &RejectError{Policy: info.Policy, Verdict: info.Verdict}
+		}
+		if rej, ok := err.(*RejectError); ok {
+			rej.Policy.Count(rej.Verdict)
+		}
+		if s.opts.Observe != nil {
+			s.opts.Observe(info, raw.RemoteAddr(), err)
+		}
+		c.Close()
+		return nil, err
+	}
+	cs := c.ConnectionState()
+	info.Peer = cs.PeerCertificates
+	info.Resumed = cs.DidResume
+	info.Version = cs.Version
+	info.Verdict = info.Policy.Verify(cs.PeerCertificates)
+	info.Policy.Count(info.Verdict)
+	if s.opts.Observe != nil {
+		s.opts.Observe(info, raw.RemoteAddr(), nil)
+	}
+	return c, nil
+}
+
+// Listener wraps inner: Accept returns only *tls.Conn whose handshake has
+// completed and whose ConnInfo (see Info) is filled in. Handshakes run in
+// their own goroutines. Closing the listener aborts handshakes in progress.
+func (s *Server) Listener(inner net.Listener) net.Listener {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &listener{inner: inner, srv: s, ctx: ctx, cancel: cancel, conns: make(chan net.Conn), done: make(chan struct{})}
+	go l.acceptLoop()
+	return l
+}
+
+type listener struct {
+	inner  net.Listener
+	srv    *Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	err    error // set before done is closed
+}
+
+func (l *listener) acceptLoop() {
+	var backoff time.Duration
+	for {
+		raw, err := l.inner.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				l.shut(err)
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go func() {
+			c, err := l.srv.handshake(l.ctx, raw)
+			if err != nil {
+				return
+			}
+			select {
+			case l.conns <- c:
+			case <-l.done:
+				c.Close()
+			}
+		}()
+	}
+}
+
+func (l *listener) shut(err error) {
+	l.once.Do(func() {
+		l.err = err
+		close(l.done)
+		l.cancel()
+	})
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
+	}
+}
+
+func (l *listener) Close() error {
+	err := l.inner.Close()
+	l.shut(net.ErrClosed)
+	return err
+}
+
+func (l *listener) Addr() net.Addr { return l.inner.Addr() }

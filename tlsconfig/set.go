@@ -1,0 +1,200 @@
+package tlsconfig
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// ZoneName is the Policy name of the zone-wide policy.
+const ZoneName = "_zone"
+
+// Options are shared by every Policy of a Set.
+type Options struct {
+	// GetCertificate serves the origin's own certificate (from certmagic).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// Tickets supplies session ticket keys; each Policy gets keys of its
+	// own so that a ticket never resumes a session under another Policy.
+	Tickets *TicketKeys
+	// Counter returns the verification counter for one label set; nil
+	// disables counting.
+	Counter func(host, mode, result, action string) Counter
+	// NextProtos are the ALPN protocols offered; default h2, http/1.1.
+	NextProtos []string
+}
+
+// Set is an immutable snapshot of every Policy, built once per (re)load.
+type Set struct {
+	zone  *Policy
+	exact map[string]*Policy
+	wild  map[string]*Policy // keyed by the parent domain of "*.parent"
+	list  []*Policy
+}
+
+// NewSet compiles the zone policy and the host policies. Host names must be
+// unique (case-insensitively); a wildcard is "*." followed by a domain.
+func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
+	if opts.Tickets == nil {
+		return nil, fmt.Errorf("tlsconfig: Options.Tickets is required")
+	}
+	if len(opts.NextProtos) == 0 {
+		opts.NextProtos = []string{"h2", "http/1.1"}
+	}
+	zone.Name = ZoneName
+	s := &Set{exact: map[string]*Policy{}, wild: map[string]*Policy{}}
+	for i, spec := range append([]PolicySpec{zone}, hosts...) {
+		p, err := compile(spec, i, opts)
+		if err != nil {
+			return nil, err
+		}
+		s.list = append(s.list, p)
+		if i == 0 {
+			s.zone = p
+			continue
+		}
+		name := normalize(spec.Name)
+		table, key := s.exact, name
+		if parent, ok := strings.CutPrefix(name, "*."); ok {
+			table, key = s.wild, parent
+		}
+		if key == "" || strings.Contains(key, "*") {
+			return nil, fmt.Errorf("tlsconfig: host %q: a wildcard is \"*.\" followed by a domain", spec.Name)
+		}
+		if _, dup := table[key]; dup {
+			return nil, fmt.Errorf("tlsconfig: host %q is configured twice", spec.Name)
+		}
+		table[key] = p
+	}
+	return s, nil
+}
+
+func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
+	p := &Policy{name: spec.Name, mode: spec.Mode, cas: spec.CAs, upstream: spec.Upstream, index: index}
+	if spec.Mode != Off && len(spec.CAs) == 0 {
+		return nil, fmt.Errorf("tlsconfig: policy %s: mode %s needs at least one CA", spec.Name, spec.Mode)
+	}
+	p.roots = x509.NewCertPool()
+	for _, c := range spec.CAs {
+		p.roots.AddCert(c)
+	}
+	p.tls = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: opts.GetCertificate,
+		NextProtos:     opts.NextProtos,
+	}
+	switch spec.Mode {
+	case Off:
+		p.tls.ClientAuth = tls.NoClientCert
+	case LogOnly:
+		p.tls.ClientAuth = tls.RequestClientCert
+		p.tls.ClientCAs = p.roots // advertised in CertificateRequest, not enforced by crypto/tls
+	case Require:
+		p.tls.ClientAuth = tls.RequireAnyClientCert
+		p.tls.ClientCAs = p.roots
+		p.tls.VerifyConnection = p.verifyConnection
+	default:
+		return nil, fmt.Errorf("tlsconfig: policy %s: unknown mode %d", spec.Name, spec.Mode)
+	}
+	p.tls.SetSessionTicketKeys(opts.Tickets.forPolicy(spec.Name))
+	if opts.Counter != nil {
+		// Resolve only the label sets this mode can produce, so /metrics
+		// shows no impossible series (a "reject" under log-only).
+		results := []Result{None}
+		if spec.Mode != Off {
+			results = append(results, Success, Failed)
+		}
+		for _, r := range results {
+			a := p.ActionFor(Verdict{Result: r})
+			p.counters[r][a] = opts.Counter(spec.Name, spec.Mode.String(), r.String(), a.String())
+		}
+	}
+	return p, nil
+}
+
+// Zone returns the zone policy.
+func (s *Set) Zone() *Policy { return s.zone }
+
+// Policies returns every Policy, the zone first, in configuration order.
+func (s *Set) Policies() []*Policy { return s.list }
+
+// Match returns the Policy for a TLS server name or HTTP host (without
+// port): the exact host, else the wildcard for its parent domain ("*.a.b"
+// matches "x.a.b", one label, never "a.b"), else the zone policy, which is
+// also what an empty name (a direct-to-IP request) gets. Case and a
+// trailing dot are ignored.
+func (s *Set) Match(name string) *Policy {
+	if name == "" {
+		return s.zone
+	}
+	name = normalize(name)
+	if p, ok := s.exact[name]; ok {
+		return p
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if p, ok := s.wild[name[i+1:]]; ok {
+			return p
+		}
+	}
+	return s.zone
+}
+
+// RefreshTicketKeys installs the current ticket keys into every Policy; call
+// it after TicketKeys.Rotate.
+func (s *Set) RefreshTicketKeys(k *TicketKeys) {
+	for _, p := range s.list {
+		p.tls.SetSessionTicketKeys(k.forPolicy(p.name))
+	}
+}
+
+// maxTicketMasters is how many master keys are kept: the newest encrypts,
+// the others still decrypt, so a ticket outlives one rotation.
+const maxTicketMasters = 2
+
+// TicketKeys holds the process's session ticket master secrets. They live as
+// long as the process, across reloads, so clients keep resuming after a
+// reload; each Policy's keys are derived from them and its name, so a ticket
+// issued under one Policy is unreadable under another.
+type TicketKeys struct {
+	mu      sync.Mutex
+	masters [][32]byte
+}
+
+// NewTicketKeys makes a keyring with one random master secret.
+func NewTicketKeys() (*TicketKeys, error) {
+	k := &TicketKeys{}
+	return k, k.Rotate()
+}
+
+// Rotate adds a new master secret and forgets the oldest beyond the second.
+// Rotating limits how long a stolen key decrypts recorded sessions.
+func (k *TicketKeys) Rotate() error {
+	var m [32]byte
+	if _, err := rand.Read(m[:]); err != nil {
+		return fmt.Errorf("tlsconfig: generating session ticket key: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.masters = append([][32]byte{m}, k.masters...)
+	if len(k.masters) > maxTicketMasters {
+		k.masters = k.masters[:maxTicketMasters]
+	}
+	return nil
+}
+
+func (k *TicketKeys) forPolicy(name string) [][32]byte {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([][32]byte, len(k.masters))
+	for i, m := range k.masters {
+		mac := hmac.New(sha256.New, m[:])
+		mac.Write([]byte("aopguard session ticket key\x00"))
+		mac.Write([]byte(normalize(name)))
+		mac.Sum(out[i][:0])
+	}
+	return out
+}
