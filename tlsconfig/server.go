@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -118,7 +119,11 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error)
 		if s.opts.Observe != nil {
 			s.opts.Observe(info, raw.RemoteAddr(), err)
 		}
-		c.Close()
+		if _, refused := err.(*RejectError); refused {
+			lingerClose(raw)
+		} else {
+			c.Close()
+		}
 		return nil, err
 	}
 	cs := c.ConnectionState()
@@ -212,3 +217,24 @@ func (l *listener) Close() error {
 }
 
 func (l *listener) Addr() net.Addr { return l.inner.Addr() }
+
+// Bounds of lingerClose.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 64 << 10
+)
+
+// lingerClose closes a connection whose handshake we refused without
+// losing the alert: under TLS 1.3 the client has already sent its request
+// when the alert arrives, and closing a socket with unread data makes the
+// kernel send a reset that can overtake the alert, leaving the user with
+// "connection reset" instead of "certificate required". So: half-close,
+// drain what the client sent (bounded in time and bytes), then close.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+	}
+	c.Close()
+}
