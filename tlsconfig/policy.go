@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // Mode is how strictly a Policy enforces client certificates.
@@ -150,6 +152,7 @@ type Policy struct {
 	roots    *x509.CertPool
 	tls      *tls.Config
 	cache    verifyCache
+	flight   singleflight.Group
 	counters [3][3]Counter // [Result][Action]
 }
 
@@ -224,8 +227,14 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 		v.Result, v.Reason = e.result, e.reason
 		return v
 	}
-	e := p.verify(chain, now)
-	p.cache.put(key, e)
+	// Concurrent handshakes presenting the same new chain (Cloudflare
+	// opening many connections right after a reload) share one check.
+	r, _, _ := p.flight.Do(string(key[:]), func() (any, error) {
+		e := p.verify(chain, now)
+		p.cache.put(key, e)
+		return e, nil
+	})
+	e := r.(cacheEntry)
 	v.Result, v.Reason = e.result, e.reason
 	return v
 }

@@ -26,41 +26,9 @@ func (a *app) apply(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	bad := func(key string, err error) error { return &config.Error{File: cfg.File, Key: key, Err: err} }
-
-	var expiries []metrics.Expiry
-	zoneCAs := []*x509.Certificate{certs.CloudflareOriginPullCA()}
-	if cfg.ZoneCA != config.CloudflareCA {
-		var err error
-		if zoneCAs, err = certs.LoadBundle(cfg.ZoneCA); err != nil {
-			return bad("zone_ca", err)
-		}
-	}
-	zoneMode, _ := tlsconfig.ParseMode(cfg.Mode) // validated by config
-	for _, c := range zoneCAs {
-		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
-	}
-	zone := tlsconfig.PolicySpec{Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
-
-	var hosts []tlsconfig.PolicySpec
-	for i, h := range cfg.Hosts {
-		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
-		if h.Mode != "" {
-			spec.Mode, _ = tlsconfig.ParseMode(h.Mode)
-		}
-		if h.Upstream != "" {
-			spec.Upstream = h.Upstream
-		}
-		if h.CA != "" {
-			cas, err := certs.LoadBundle(h.CA)
-			if err != nil {
-				return bad(fmt.Sprintf("hosts[%d].ca", i), err)
-			}
-			spec.CAs = cas
-			for _, c := range cas {
-				expiries = append(expiries, metrics.Expiry{Role: "host_ca", Host: h.Name, Cert: c})
-			}
-		}
-		hosts = append(hosts, spec)
+	zone, hosts, expiries, err := policySpecs(cfg)
+	if err != nil {
+		return err
 	}
 
 	var pairs []tls.Certificate
@@ -107,6 +75,50 @@ func (a *app) apply(cfg *config.Config) error {
 	a.metrics.Reloaded(true, float64(time.Now().Unix()))
 	a.warnSetup(cfg, set, pairs)
 	return nil
+}
+
+// policySpecs reads the CA bundles cfg names and returns the zone and host
+// policy specifications, plus the CAs for the expiry gauge. Errors name
+// the config file and key.
+func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconfig.PolicySpec, expiries []metrics.Expiry, err error) {
+	bad := func(key string, err error) error { return &config.Error{File: cfg.File, Key: key, Err: err} }
+	zoneCAs := []*x509.Certificate{certs.CloudflareOriginPullCA()}
+	if cfg.ZoneCA != config.CloudflareCA {
+		if zoneCAs, err = certs.LoadBundle(cfg.ZoneCA); err != nil {
+			return zone, nil, nil, bad("zone_ca", err)
+		}
+	}
+	zoneMode, err := tlsconfig.ParseMode(cfg.Mode)
+	if err != nil {
+		return zone, nil, nil, bad("mode", err)
+	}
+	for _, c := range zoneCAs {
+		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
+	}
+	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+	for i, h := range cfg.Hosts {
+		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+		if h.Mode != "" {
+			if spec.Mode, err = tlsconfig.ParseMode(h.Mode); err != nil {
+				return zone, nil, nil, bad(fmt.Sprintf("hosts[%d].mode", i), err)
+			}
+		}
+		if h.Upstream != "" {
+			spec.Upstream = h.Upstream
+		}
+		if h.CA != "" {
+			cas, err := certs.LoadBundle(h.CA)
+			if err != nil {
+				return zone, nil, nil, bad(fmt.Sprintf("hosts[%d].ca", i), err)
+			}
+			spec.CAs = cas
+			for _, c := range cas {
+				expiries = append(expiries, metrics.Expiry{Role: "host_ca", Host: h.Name, Cert: c})
+			}
+		}
+		hosts = append(hosts, spec)
+	}
+	return zone, hosts, expiries, nil
 }
 
 // warnSetup logs configurations that work but are probably not what the
