@@ -137,7 +137,8 @@ func Parse(data []byte, file, dir string) (*Config, error) {
 		return nil, &Error{File: file, Err: fmt.Errorf("not valid YAML: %w", err)}
 	}
 	p := &parser{file: file}
-	if len(doc.Content) > 0 {
+	// A document that is only "---" or comments is empty, like an empty file.
+	if len(doc.Content) > 0 && doc.Content[0].Tag != "!!null" {
 		p.top(doc.Content[0], c)
 	}
 	if p.err != nil {

@@ -6,6 +6,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -73,7 +74,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := h.routes()
-	host := hostOnly(r.Host)
+	host, ok := hostOnly(r.Host)
+	if !ok {
+		// A Host that is not host[:port] could be read differently by the
+		// app than by our policy match: refuse rather than guess.
+		http.Error(w, "400 bad request: malformed Host header", http.StatusBadRequest)
+		h.log.Info().Str("host", r.Host).Str("remote", r.RemoteAddr).Str("sni", ci.SNI).Int("status", http.StatusBadRequest).Msg("request")
+		return
+	}
 	if host == "" {
 		host = ci.SNI
 	}
@@ -133,10 +141,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // setVerifyHeaders removes every client-supplied verification header and
-// sets the real ones.
+// sets the real ones on the inbound request; the backend's Rewrite copies
+// them to the outbound request after ReverseProxy has dropped hop-by-hop
+// headers, so a client naming them in Connection cannot remove them.
 func setVerifyHeaders(h http.Header, v tlsconfig.Verdict) {
 	for k := range h {
-		if k == HeaderVerify || strings.HasPrefix(k, headerCertPrefix) {
+		if ours(k) {
 			delete(h, k)
 		}
 	}
@@ -153,12 +163,78 @@ func setVerifyHeaders(h http.Header, v tlsconfig.Verdict) {
 	}
 }
 
-// hostOnly strips the port from a Host header value ("a.b:443", "[::1]:8443").
-func hostOnly(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
-		h = h[:i]
+// ours reports whether a header name is one of the verification headers
+// aopguard sets, ignoring case and treating "_" as "-": CGI-style apps map
+// X_Client_Verify and X-Client-Verify to the same HTTP_X_CLIENT_VERIFY.
+func ours(k string) bool {
+	if len(k) < len(headerCertPrefix) || (k[0] != 'X' && k[0] != 'x') {
+		return false
 	}
-	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return foldEqual(k, HeaderVerify) || foldEqual(k[:len(headerCertPrefix)], headerCertPrefix)
+}
+
+// foldEqual compares header names case-insensitively with '_' == '-'.
+func foldEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x|0x20 != y|0x20 { // ASCII case fold; '-' is unchanged by it
+			return false
+		}
+	}
+	return true
+}
+
+// hostOnly splits the port off a Host header value ("a.b:443",
+// "[::1]:8443") and reports whether the value was well formed: a name or
+// address, optionally followed by a numeric port. A bare IPv6 address is
+// accepted as the address it is.
+func hostOnly(h string) (string, bool) {
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 || !validPort(h[end+1:]) {
+			return "", false
+		}
+		return h[1:end], true
+	}
+	switch strings.Count(h, ":") {
+	case 0:
+		return h, true
+	case 1:
+		i := strings.IndexByte(h, ':')
+		if !validPort(h[i:]) {
+			return "", false
+		}
+		return h[:i], true
+	}
+	if ip := net.ParseIP(h); ip != nil {
+		return h, true
+	}
+	return "", false
+}
+
+// validPort accepts "" or ":" followed by up to five digits.
+func validPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	if p[0] != ':' || len(p) > 6 {
+		return false
+	}
+	for _, c := range p[1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // recorder notes the status and size of a response for the access line. It
@@ -189,6 +265,17 @@ func (r *recorder) Write(b []byte) (int, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack takes over the connection for a protocol upgrade. ReverseProxy
+// answers 101 on the hijacked connection itself, never through
+// WriteHeader, so the status is recorded here.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return c, brw, err
+}
 
 // errorHandler answers for an upstream that failed: 504 when it timed out,
 // 502 otherwise, with a short body that leaks nothing internal. The cause

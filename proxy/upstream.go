@@ -93,6 +93,13 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the app routes by the name the visitor asked for
 			pr.SetXForwarded()
+			// Set after ReverseProxy removed the headers the client listed
+			// in Connection: our verdict must always reach the app.
+			for _, k := range [...]string{HeaderVerify, HeaderFingerprint} {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
 		},
 		Transport:    t,
 		BufferPool:   bufferPool{},

@@ -268,15 +268,43 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 	case errors.As(err, new(x509.UnknownAuthorityError)):
 		e.reason = ReasonUntrusted
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		// crypto/x509 says "expired" for both ends of a validity period,
+		// for any certificate of the chain. Nothing presented has passed
+		// its end: something (the leaf, an intermediate or a root) is not
+		// valid yet, so re-check once the next one becomes valid.
 		e.reason = ReasonExpired
-		if now.Before(leaf.NotBefore) {
-			// Re-check once the leaf becomes valid.
-			e.reason, e.until = ReasonNotYetValid, leaf.NotBefore
+		if !anyExpired(chain, now) {
+			if next := nextNotBefore(now, chain, p.cas); !next.IsZero() {
+				e.reason, e.until = ReasonNotYetValid, next
+			}
 		}
 	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
 		e.reason = ReasonWrongUsage
 	}
 	return e
+}
+
+func anyExpired(chain []*x509.Certificate, now time.Time) bool {
+	for _, c := range chain {
+		if now.After(c.NotAfter) {
+			return true
+		}
+	}
+	return false
+}
+
+// nextNotBefore returns the earliest start of validity after now among
+// the given certificates (zero if none starts in the future).
+func nextNotBefore(now time.Time, lists ...[]*x509.Certificate) time.Time {
+	var next time.Time
+	for _, l := range lists {
+		for _, c := range l {
+			if c.NotBefore.After(now) && (next.IsZero() || c.NotBefore.Before(next)) {
+				next = c.NotBefore
+			}
+		}
+	}
+	return next
 }
 
 // verifyConnection is the tls.Config hook for Require policies: it refuses
