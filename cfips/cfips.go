@@ -20,6 +20,12 @@ import (
 	"time"
 )
 
+// Sources: how a peer address is classified in metrics, logs and reports.
+const (
+	Cloudflare = "cloudflare"
+	Other      = "other"
+)
+
 // SnapshotDate is when the embedded list was taken from Cloudflare's
 // published ranges.
 const SnapshotDate = "2026-09-29"

@@ -33,7 +33,7 @@ func New() *Metrics {
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aopguard_client_cert_verifications_total",
 			Help: "Client certificate verdicts: one per TLS handshake (resumed included) and one per Host re-check.",
-		}, []string{"host", "mode", "result", "action"}),
+		}, []string{"host", "mode", "result", "reason", "action", "source"}),
 		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "aopguard_certificate_expiry_timestamp_seconds",
 			Help: "NotAfter of every loaded CA (role zone_ca, host_ca) and server certificate (role server), as a Unix time.",
@@ -62,8 +62,8 @@ func New() *Metrics {
 
 // Verification returns the counter for one label set. Resolve it once, when
 // a policy is built, not per handshake.
-func (m *Metrics) Verification(host, mode, result, action string) prometheus.Counter {
-	return m.verifications.WithLabelValues(host, mode, result, action)
+func (m *Metrics) Verification(host, mode, result, reason, action, source string) prometheus.Counter {
+	return m.verifications.WithLabelValues(host, mode, result, reason, action, source)
 }
 
 // Requests returns the request counter for a policy and status class

@@ -365,8 +365,10 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	set, err := tlsconfig.NewSet(cfg.zone, cfg.hosts, tlsconfig.Options{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serverCert, nil },
 		Tickets:        tickets,
-		Counter: func(host, mode, result, action string) tlsconfig.Counter {
-			return h.verifies.counter(host, mode, result, action)
+		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {
+			// Aggregated over reason and source: the tests count by
+			// host|mode|result|action.
+			return h.verifies.counter(l.Host, l.Mode, l.Result, l.Action)
 		},
 	})
 	if err != nil {

@@ -92,7 +92,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// under (another host, or the same one after a reload): judge the
 		// connection's certificate under this request's policy.
 		verdict = p.Verify(ci.Peer)
-		p.Count(verdict)
+		p.Count(verdict, ci.Source)
 	}
 	rec := recorder{ResponseWriter: w}
 	if p.ActionFor(verdict) == tlsconfig.Reject {

@@ -99,7 +99,8 @@ func TestHostRecheck(t *testing.T) {
 				// The edge's certificate, valid for the zone, does not
 				// open a host with its own CA.
 				{name: "edge to customer-CA host", conn: "zone", host: "a.example.com", status: 421, count: "a.example.com|require|failed|reject"},
-				{name: "edge to log-only host", conn: "zone", host: "lb.example.com", status: 200, to: e.ulb, verify: "FAILED:untrusted", fp: pki.clientZone, count: "lb.example.com|log-only|failed|would_reject"},
+				// ...and is named for what it is on a log-only host.
+				{name: "edge to log-only host", conn: "zone", host: "lb.example.com", status: 200, to: e.ulb, verify: "FAILED:zone_cert_on_host", fp: pki.clientZone, count: "lb.example.com|log-only|failed|would_reject"},
 				{name: "edge to zone", conn: "zone", host: "www.example.org", status: 200, to: e.uz, verify: "SUCCESS", fp: pki.clientZone},
 			}
 			wantCounts := map[string]int64{

@@ -14,12 +14,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/aopguard/aopguard/cfips"
 )
 
-// Sources of traffic.
+// Sources of traffic, as cfips classifies them.
 const (
-	SourceCloudflare = "cloudflare"
-	SourceOther      = "other"
+	SourceCloudflare = cfips.Cloudflare
+	SourceOther      = cfips.Other
 )
 
 // Verdicts of a Report.

@@ -3,6 +3,7 @@ package tlsconfig
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/aopguard/aopguard/cfips"
 	"io"
 	"net"
 	"sort"
@@ -125,16 +126,26 @@ func labels(host, mode, result, action string) string {
 	return strings.Join([]string{host, mode, result, action}, "/")
 }
 
-func (r *counterRec) counter(host, mode, result, action string) Counter {
+// counter records the full label set as resolved and hands out one fake
+// per (host, mode, result, action) for peers of source "other" (every test
+// peer is on loopback) and per (..., source) otherwise, so tests can count
+// without spelling out every reason.
+func (r *counterRec) counter(l Labels) Counter {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := labels(host, mode, result, action)
-	r.resolved = append(r.resolved, k)
+	r.resolved = append(r.resolved, strings.Join([]string{l.Host, l.Mode, l.Result, l.Reason, l.Action, l.Source}, "/"))
+	k := labels(l.Host, l.Mode, l.Result, l.Action)
+	if l.Source != cfips.Other {
+		k += "/" + l.Source
+	}
 	if r.m == nil {
 		r.m = map[string]*fakeCounter{}
 	}
-	c := &fakeCounter{}
-	r.m[k] = c
+	c, ok := r.m[k]
+	if !ok {
+		c = &fakeCounter{}
+		r.m[k] = c
+	}
 	return c
 }
 

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/aopguard/aopguard/cfips"
 )
 
 // Mode is how strictly a Policy enforces client certificates.
@@ -95,7 +97,55 @@ const (
 	ReasonNotYetValid = "not_yet_valid"
 	ReasonWrongUsage  = "wrong_usage"
 	ReasonInvalid     = "invalid"
+	// ReasonZoneCertOnHost: the chain does not verify under a host's own
+	// CA but does under the zone's: Cloudflare is sending the zone
+	// certificate because per-hostname AOP is not (yet) enabled for it.
+	ReasonZoneCertOnHost = "zone_cert_on_host"
 )
+
+// FailureReasons lists every Reason of a Failed verdict.
+var FailureReasons = []string{ReasonUntrusted, ReasonExpired, ReasonNotYetValid, ReasonWrongUsage, ReasonInvalid, ReasonZoneCertOnHost}
+
+// outcome indexes a verdict for counters: success, none (no reason),
+// missing, then FailureReasons in order.
+func outcome(v Verdict) int {
+	switch {
+	case v.Result == Success:
+		return 0
+	case v.Result == None && v.Reason == "":
+		return 1
+	case v.Result == None:
+		return 2
+	}
+	for i, r := range FailureReasons {
+		if r == v.Reason {
+			return 3 + i
+		}
+	}
+	return numOutcomes // not counted; unreachable for verdicts Verify makes
+}
+
+// outcomeVerdict is the inverse of outcome, for resolving counters.
+func outcomeVerdict(i int) Verdict {
+	switch i {
+	case 0:
+		return Verdict{Result: Success}
+	case 1:
+		return Verdict{Result: None}
+	case 2:
+		return Verdict{Result: None, Reason: ReasonMissing}
+	}
+	return Verdict{Result: Failed, Reason: FailureReasons[i-3]}
+}
+
+// numOutcomes is 3 + len(FailureReasons); the init check keeps them in step.
+const numOutcomes = 9
+
+func init() {
+	if 3+len(FailureReasons) != numOutcomes {
+		panic("tlsconfig: numOutcomes does not match FailureReasons")
+	}
+}
 
 // Verdict is the outcome of checking one certificate chain under one Policy.
 type Verdict struct {
@@ -127,6 +177,11 @@ func (v Verdict) Header() string {
 // resolution happens once, when the Policy is built.
 type Counter interface{ Inc() }
 
+// Labels name one verification counter.
+type Labels struct {
+	Host, Mode, Result, Reason, Action, Source string
+}
+
 // PolicySpec describes a Policy before it is compiled.
 type PolicySpec struct {
 	// Name is "_zone" for the zone policy, or a configured host name: an
@@ -153,7 +208,10 @@ type Policy struct {
 	tls      *tls.Config
 	cache    verifyCache
 	flight   singleflight.Group
-	counters [3][3]Counter // [Result][Action]
+	counters [numOutcomes][2]Counter // [outcome][source: Cloudflare, other]
+	// zoneRoots is set for a host policy with a CA of its own, to tell
+	// "untrusted" from "zone_cert_on_host".
+	zoneRoots *x509.CertPool
 }
 
 // Name returns "_zone" or the configured host name.
@@ -187,9 +245,18 @@ func (p *Policy) ActionFor(v Verdict) Action {
 	return WouldReject
 }
 
-// Count records v in the Policy's verification counter.
-func (p *Policy) Count(v Verdict) {
-	if c := p.counters[v.Result][p.ActionFor(v)]; c != nil {
+// Count records v, for a peer of the given source (cfips.Cloudflare or
+// cfips.Other), in the Policy's verification counter.
+func (p *Policy) Count(v Verdict, source string) {
+	o := outcome(v)
+	if o >= numOutcomes {
+		return
+	}
+	src := 1
+	if source == cfips.Cloudflare {
+		src = 0
+	}
+	if c := p.counters[o][src]; c != nil {
 		c.Inc()
 	}
 }
@@ -267,6 +334,12 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 	switch {
 	case errors.As(err, new(x509.UnknownAuthorityError)):
 		e.reason = ReasonUntrusted
+		if p.zoneRoots != nil {
+			opts.Roots = p.zoneRoots
+			if _, zerr := leaf.Verify(opts); zerr == nil {
+				e.reason = ReasonZoneCertOnHost
+			}
+		}
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		// crypto/x509 says "expired" for both ends of a validity period,
 		// for any certificate of the chain. Nothing presented has passed

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/aopguard/aopguard/cfips"
 )
 
 // ConnInfo is what a Server learned about a connection during its handshake.
@@ -29,6 +31,8 @@ type ConnInfo struct {
 	Resumed bool
 	// Version is the negotiated TLS version.
 	Version uint16
+	// Source classifies the peer address: cfips.Cloudflare or cfips.Other.
+	Source string
 }
 
 // Info returns the ConnInfo of a connection accepted from a Server's
@@ -58,6 +62,9 @@ type ServerOptions struct {
 	// the client certificate, or the TLS error otherwise. info.Policy is
 	// nil when the handshake failed before a policy was chosen.
 	Observe func(info *ConnInfo, remote net.Addr, err error)
+	// Source classifies a peer address (see ConnInfo.Source); nil
+	// classifies every peer as cfips.Other.
+	Source func(remote net.Addr) string
 }
 
 // Server chooses a Policy for each ClientHello from the current Set and
@@ -100,6 +107,10 @@ const errNoClientCert = "client didn't provide a certificate"
 // handshake runs one TLS handshake and fills in the connection's ConnInfo.
 func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
 	t := &trackedConn{Conn: raw}
+	t.info.Source = cfips.Other
+	if s.opts.Source != nil {
+		t.info.Source = s.opts.Source(raw.RemoteAddr())
+	}
 	c := tls.Server(t, s.base)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
 	err := c.HandshakeContext(ctx)
@@ -114,7 +125,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error)
 			err = &RejectError{Policy: info.Policy, Verdict: info.Verdict}
 		}
 		if rej, ok := err.(*RejectError); ok {
-			rej.Policy.Count(rej.Verdict)
+			rej.Policy.Count(rej.Verdict, info.Source)
 		}
 		if s.opts.Observe != nil {
 			s.opts.Observe(info, raw.RemoteAddr(), err)
@@ -131,7 +142,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error)
 	info.Resumed = cs.DidResume
 	info.Version = cs.Version
 	info.Verdict = info.Policy.Verify(cs.PeerCertificates)
-	info.Policy.Count(info.Verdict)
+	info.Policy.Count(info.Verdict, info.Source)
 	if s.opts.Observe != nil {
 		s.opts.Observe(info, raw.RemoteAddr(), nil)
 	}

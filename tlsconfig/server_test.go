@@ -156,14 +156,17 @@ func TestHostPrecedence(t *testing.T) {
 		cert   *tls.Certificate
 		policy *Policy
 		ok     bool
+		reason string // when refused
 	}{
-		{"zone leaf to host", "h.example.com", tlsCert(f.zoneLeaf), host, false},
-		{"zone leaf without SNI", "", tlsCert(f.zoneLeaf), set.Zone(), true},
-		{"zone leaf to unknown name", "unknown.example.com", tlsCert(f.zoneLeaf), set.Zone(), true},
-		{"host leaf to host", "h.example.com", tlsCert(f.hostLeaf), host, true},
-		{"host leaf without SNI", "", tlsCert(f.hostLeaf), set.Zone(), false},
-		{"host leaf to wildcard", "x.w.example.com", tlsCert(f.hostLeaf), wild, true},
-		{"zone leaf to wildcard", "x.w.example.com", tlsCert(f.zoneLeaf), wild, false},
+		// A zone leaf on a host with its own CA is what Cloudflare sends
+		// before per-hostname AOP takes effect: named as such.
+		{"zone leaf to host", "h.example.com", tlsCert(f.zoneLeaf), host, false, ReasonZoneCertOnHost},
+		{"zone leaf without SNI", "", tlsCert(f.zoneLeaf), set.Zone(), true, ""},
+		{"zone leaf to unknown name", "unknown.example.com", tlsCert(f.zoneLeaf), set.Zone(), true, ""},
+		{"host leaf to host", "h.example.com", tlsCert(f.hostLeaf), host, true, ""},
+		{"host leaf without SNI", "", tlsCert(f.hostLeaf), set.Zone(), false, ReasonUntrusted},
+		{"host leaf to wildcard", "x.w.example.com", tlsCert(f.hostLeaf), wild, true, ""},
+		{"zone leaf to wildcard", "x.w.example.com", tlsCert(f.zoneLeaf), wild, false, ReasonZoneCertOnHost},
 	}
 	for _, ver := range versions {
 		for _, tt := range tests {
@@ -176,7 +179,7 @@ func TestHostPrecedence(t *testing.T) {
 					t.Fatalf("policy %s, want %s", policyName(obs.info.Policy), tt.policy.Name())
 				}
 				if !tt.ok {
-					checkRefused(t, res, obs, tt.policy, ver.v, ReasonUntrusted)
+					checkRefused(t, res, obs, tt.policy, ver.v, tt.reason)
 					return
 				}
 				if err := res.err(); err != nil {

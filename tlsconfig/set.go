@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+
+	"github.com/aopguard/aopguard/cfips"
 )
 
 // ZoneName is the Policy name of the zone-wide policy.
@@ -23,7 +25,7 @@ type Options struct {
 	Tickets *TicketKeys
 	// Counter returns the verification counter for one label set; nil
 	// disables counting.
-	Counter func(host, mode, result, action string) Counter
+	Counter func(Labels) Counter
 	// NextProtos are the ALPN protocols offered; default h2, http/1.1.
 	NextProtos []string
 }
@@ -51,6 +53,9 @@ func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
 		p, err := compile(spec, i, opts)
 		if err != nil {
 			return nil, err
+		}
+		if i > 0 && s.zone.mode != Off && !sameCerts(spec.CAs, zone.CAs) {
+			p.zoneRoots = s.zone.roots
 		}
 		s.list = append(s.list, p)
 		if i == 0 {
@@ -104,16 +109,32 @@ func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
 	if opts.Counter != nil {
 		// Resolve only the label sets this mode can produce, so /metrics
 		// shows no impossible series (a "reject" under log-only).
-		results := []Result{None}
-		if spec.Mode != Off {
-			results = append(results, Success, Failed)
-		}
-		for _, r := range results {
-			a := p.ActionFor(Verdict{Result: r})
-			p.counters[r][a] = opts.Counter(spec.Name, spec.Mode.String(), r.String(), a.String())
+		for o := range numOutcomes {
+			v := outcomeVerdict(o)
+			if (spec.Mode == Off) != (o == 1) {
+				continue // Off only ever yields a plain None; the others never do
+			}
+			for src, name := range [2]string{cfips.Cloudflare, cfips.Other} {
+				p.counters[o][src] = opts.Counter(Labels{
+					Host: spec.Name, Mode: spec.Mode.String(), Result: v.Result.String(),
+					Reason: v.Reason, Action: p.ActionFor(v).String(), Source: name,
+				})
+			}
 		}
 	}
 	return p, nil
+}
+
+func sameCerts(a, b []*x509.Certificate) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].Equal(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // Zone returns the zone policy.

@@ -2,6 +2,8 @@ package tlsconfig
 
 import (
 	"crypto/tls"
+	"github.com/aopguard/aopguard/cfips"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -233,26 +235,41 @@ func TestCounters(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
 	cas := certs(f.zoneCA)
+	failures := func(action string) []string {
+		var out []string
+		for _, r := range FailureReasons {
+			out = append(out, "failed/"+r+"/"+action)
+		}
+		return out
+	}
 	tests := []struct {
 		mode     Mode
-		resolved []string // result/action label sets, sorted
-		// count: the label set each Result increments ("" for none).
-		count map[Result]string
+		resolved []string // result/reason/action, per source
+		// count: the result/action each verdict increments ("" for none).
+		count map[Verdict]string
 	}{
 		{
 			mode:     Off,
-			resolved: []string{"none/allow"},
-			count:    map[Result]string{None: "none/allow", Success: "", Failed: ""},
+			resolved: []string{"none//allow"},
+			count: map[Verdict]string{
+				{Result: None}: "none/allow", {Result: Success}: "", {Result: Failed, Reason: ReasonUntrusted}: "",
+			},
 		},
 		{
 			mode:     LogOnly,
-			resolved: []string{"failed/would_reject", "none/would_reject", "success/allow"},
-			count:    map[Result]string{None: "none/would_reject", Success: "success/allow", Failed: "failed/would_reject"},
+			resolved: append([]string{"success//allow", "none/missing/would_reject"}, failures("would_reject")...),
+			count: map[Verdict]string{
+				{Result: None, Reason: ReasonMissing}: "none/would_reject", {Result: Success}: "success/allow",
+				{Result: Failed, Reason: ReasonZoneCertOnHost}: "failed/would_reject", {Result: None}: "",
+			},
 		},
 		{
 			mode:     Require,
-			resolved: []string{"failed/reject", "none/reject", "success/allow"},
-			count:    map[Result]string{None: "none/reject", Success: "success/allow", Failed: "failed/reject"},
+			resolved: append([]string{"success//allow", "none/missing/reject"}, failures("reject")...),
+			count: map[Verdict]string{
+				{Result: None, Reason: ReasonMissing}: "none/reject", {Result: Success}: "success/allow",
+				{Result: Failed, Reason: ReasonExpired}: "failed/reject", {Result: Failed, Reason: "made-up"}: "",
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -263,32 +280,38 @@ func TestCounters(t *testing.T) {
 			var want []string
 			for _, host := range []string{"_zone", "h.example.com"} {
 				for _, r := range tt.resolved {
-					want = append(want, host+"/"+tt.mode.String()+"/"+r)
+					parts := strings.SplitN(r, "/", 3)
+					for _, src := range []string{cfips.Cloudflare, cfips.Other} {
+						want = append(want, strings.Join([]string{host, tt.mode.String(), parts[0], parts[1], parts[2], src}, "/"))
+					}
 				}
 			}
+			sort.Strings(want)
 			if got := rec.resolvedSorted(); strings.Join(got, " ") != strings.Join(want, " ") {
 				t.Errorf("resolved label sets\n got %q\nwant %q", got, want)
 			}
 			p := s.Match("h.example.com")
-			for _, r := range []Result{None, Success, Failed} {
-				before := rec.counts()
-				p.Count(Verdict{Result: r, Reason: "whatever"})
-				after := rec.counts()
-				var changed []string
-				for k, n := range after {
-					if n != before[k] {
-						if n != before[k]+1 {
-							t.Errorf("%s: %s went from %d to %d", r, k, before[k], n)
+			for v, wantKey := range tt.count {
+				for _, src := range []string{cfips.Other, cfips.Cloudflare} {
+					before := rec.counts()
+					p.Count(v, src)
+					after := rec.counts()
+					var changed []string
+					for k, n := range after {
+						if n != before[k] {
+							changed = append(changed, k)
 						}
-						changed = append(changed, k)
 					}
-				}
-				want := ""
-				if tt.count[r] != "" {
-					want = "h.example.com/" + tt.mode.String() + "/" + tt.count[r]
-				}
-				if strings.Join(changed, " ") != want {
-					t.Errorf("Count(%s) incremented %q, want %q", r, changed, want)
+					want := ""
+					if wantKey != "" {
+						want = "h.example.com/" + tt.mode.String() + "/" + wantKey
+						if src == cfips.Cloudflare {
+							want += "/" + cfips.Cloudflare
+						}
+					}
+					if strings.Join(changed, " ") != want {
+						t.Errorf("Count(%+v, %s) incremented %q, want %q", v, src, changed, want)
+					}
 				}
 			}
 		})
@@ -297,7 +320,7 @@ func TestCounters(t *testing.T) {
 	t.Run("no Counter option", func(t *testing.T) {
 		t.Parallel()
 		p := newPolicy(t, Require, f.zoneCA)
-		p.Count(Verdict{Result: Failed}) // must not panic
+		p.Count(Verdict{Result: Failed, Reason: ReasonUntrusted}, cfips.Other) // must not panic
 	})
 }
 

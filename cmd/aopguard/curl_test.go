@@ -79,7 +79,7 @@ hosts:
 		{"direct to IP, zone cert", "", "zone-client", "SUCCESS"},
 		{"direct to IP, rogue cert", "", "rogue-client", "FAILED:untrusted"},
 		{"host, host cert", "app.example.com", "host-client", "SUCCESS"},
-		{"host, zone cert (AOP for hostname not enabled yet)", "app.example.com", "zone-client", "FAILED:untrusted"},
+		{"host, zone cert (AOP for hostname not enabled yet)", "app.example.com", "zone-client", "FAILED:zone_cert_on_host"},
 		{"host, no cert", "app.example.com", "", "NONE"},
 	}
 	for _, tc := range logOnly {
@@ -91,7 +91,7 @@ hosts:
 			t.Errorf("log-only, %s: upstream did not see X-Client-Verify %s:\n%s", tc.name, tc.verify, out)
 		}
 	}
-	if v := g.metric(`aopguard_client_cert_verifications_total{action="would_reject",host="app.example.com",mode="log-only",result="failed"}`); v != "1" {
+	if v := g.metric(`aopguard_client_cert_verifications_total{action="would_reject",host="app.example.com",mode="log-only",reason="zone_cert_on_host",result="failed",source="other"}`); v != "1" {
 		t.Errorf("would_reject count for app.example.com = %q, want 1", v)
 	}
 

@@ -53,8 +53,8 @@ func (a *app) apply(cfg *config.Config) error {
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
 		GetCertificate: a.servers.getCertificate,
 		Tickets:        a.tickets,
-		Counter: func(host, mode, result, action string) tlsconfig.Counter {
-			return a.metrics.Verification(host, mode, result, action)
+		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {
+			return a.metrics.Verification(l.Host, l.Mode, l.Result, l.Reason, l.Action, l.Source)
 		},
 	})
 	if err != nil {

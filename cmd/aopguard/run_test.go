@@ -101,10 +101,10 @@ func TestEmbeddedDefaults(t *testing.T) {
 	if v := g.metric(zoneCA); v != "1.8882468e+09" {
 		t.Errorf("%s = %q, want the embedded CA's NotAfter 1888246800", zoneCA, v)
 	}
-	if v := g.metric(`aopguard_client_cert_verifications_total{action="reject",host="_zone",mode="require",result="none"}`); v != "1" {
+	if v := g.metric(`aopguard_client_cert_verifications_total{action="reject",host="_zone",mode="require",reason="missing",result="none",source="other"}`); v != "1" {
 		t.Errorf("missing-certificate rejects = %q, want 1", v)
 	}
-	if v := g.metric(`aopguard_client_cert_verifications_total{action="reject",host="_zone",mode="require",result="failed"}`); v != "1" {
+	if v := g.metric(`aopguard_client_cert_verifications_total{action="reject",host="_zone",mode="require",reason="untrusted",result="failed",source="other"}`); v != "1" {
 		t.Errorf("untrusted-certificate rejects = %q, want 1", v)
 	}
 	if CloudflareNotAfter := certs.CloudflareOriginPullCA().NotAfter.Unix(); CloudflareNotAfter != 1888246800 {
