@@ -53,7 +53,30 @@ type Config struct {
 	UpstreamTimeout  time.Duration
 	ShutdownTimeout  time.Duration
 	HandshakeTimeout time.Duration
+
+	// CloudflareIPs is a file of address prefixes that replaces the
+	// embedded snapshot of Cloudflare's ranges ("" keeps the snapshot).
+	CloudflareIPs string
+	// CloudflareIPsRefresh, when URLs is not empty, re-downloads the ranges
+	// every Interval (exclusive with CloudflareIPs).
+	CloudflareIPsRefresh Refresh
+	// ReadyMinRequests is how many Cloudflare requests a log-only policy
+	// must see in the last hour before the report can call it ready.
+	ReadyMinRequests int
 }
+
+// Refresh configures periodic downloads of Cloudflare's ranges.
+type Refresh struct {
+	URLs     []string
+	Interval time.Duration
+}
+
+// DefaultRefreshInterval is how often the ranges are re-downloaded when
+// cloudflare_ips_refresh gives no interval.
+const DefaultRefreshInterval = 24 * time.Hour
+
+// DefaultReadyMinRequests is the default of ready_min_requests.
+const DefaultReadyMinRequests = 100
 
 // KeyPair is one server certificate chain and its key.
 type KeyPair struct {
@@ -109,6 +132,7 @@ func Default() *Config {
 		UpstreamTimeout:  DefaultUpstreamTimeout,
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		HandshakeTimeout: DefaultHandshakeTimout,
+		ReadyMinRequests: DefaultReadyMinRequests,
 	}
 }
 
@@ -166,6 +190,7 @@ func (c *Config) resolve(dir string) {
 	if c.ZoneCA != CloudflareCA {
 		c.ZoneCA = abs(c.ZoneCA)
 	}
+	c.CloudflareIPs = abs(c.CloudflareIPs)
 	for i := range c.Certificates {
 		c.Certificates[i].Cert = abs(c.Certificates[i].Cert)
 		c.Certificates[i].Key = abs(c.Certificates[i].Key)
@@ -232,6 +257,20 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 16<<20 {
 		return bad("max_header_bytes", "%d is outside 4096..16777216", c.MaxHeaderBytes)
+	}
+	if c.CloudflareIPs != "" && len(c.CloudflareIPsRefresh.URLs) > 0 {
+		return bad("cloudflare_ips_refresh", "cannot be used together with cloudflare_ips: choose a fixed file or a refreshed list")
+	}
+	for i, u := range c.CloudflareIPsRefresh.URLs {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			return bad(fmt.Sprintf("cloudflare_ips_refresh.urls[%d]", i), "%q is not an http(s) URL", u)
+		}
+	}
+	if len(c.CloudflareIPsRefresh.URLs) > 0 && c.CloudflareIPsRefresh.Interval < time.Minute {
+		return bad("cloudflare_ips_refresh.interval", "must be at least 1m")
+	}
+	if c.ReadyMinRequests < 1 {
+		return bad("ready_min_requests", "must be at least 1")
 	}
 	for key, d := range map[string]time.Duration{
 		"upstream_timeout":  c.UpstreamTimeout,

@@ -40,6 +40,31 @@ func TestParseErrors(t *testing.T) {
 			key:  "bogus", line: 2, msg: "unknown key",
 		},
 		{
+			name: "refresh URL not http",
+			in:   up + "cloudflare_ips_refresh:\n  urls: [ftp://x/ips]\n",
+			key:  "cloudflare_ips_refresh.urls[0]", line: 3, msg: `"ftp://x/ips" is not an http(s) URL`,
+		},
+		{
+			name: "refresh too often",
+			in:   up + "cloudflare_ips_refresh:\n  urls: [https://x/ips]\n  interval: 10s\n",
+			key:  "cloudflare_ips_refresh.interval", line: 4, msg: "at least 1m",
+		},
+		{
+			name: "fixed and refreshed ranges",
+			in:   up + "cloudflare_ips: ips.txt\ncloudflare_ips_refresh:\n  urls: [https://x/ips]\n",
+			key:  "cloudflare_ips_refresh", line: 3, msg: "cannot be used together with cloudflare_ips",
+		},
+		{
+			name: "unknown refresh key",
+			in:   up + "cloudflare_ips_refresh:\n  url: https://x/ips\n",
+			key:  "cloudflare_ips_refresh.url", line: 3, msg: "unknown key",
+		},
+		{
+			name: "ready_min_requests zero",
+			in:   up + "ready_min_requests: 0\n",
+			key:  "ready_min_requests", line: 2, msg: "at least 1",
+		},
+		{
 			name: "unknown key in second host",
 			in:   up + "hosts:\n  - name: a.example.com\n  - name: b.example.com\n    bogus: x\n",
 			key:  "hosts[1].bogus", line: 5, msg: "unknown key",
@@ -320,6 +345,10 @@ max_header_bytes: 131072
 upstream_timeout: 2m
 shutdown_timeout: 45s
 handshake_timeout: 5s
+cloudflare_ips_refresh:
+  urls: [https://www.cloudflare.com/ips-v4, https://www.cloudflare.com/ips-v6]
+  interval: 12h
+ready_min_requests: 20
 `
 
 func TestParseFull(t *testing.T) {
@@ -349,6 +378,11 @@ func TestParseFull(t *testing.T) {
 		UpstreamTimeout:  2 * time.Minute,
 		ShutdownTimeout:  45 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
+		CloudflareIPsRefresh: config.Refresh{
+			URLs:     []string{"https://www.cloudflare.com/ips-v4", "https://www.cloudflare.com/ips-v6"},
+			Interval: 12 * time.Hour,
+		},
+		ReadyMinRequests: 20,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full) =\n%+v\nwant\n%+v", got, want)

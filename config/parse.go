@@ -54,7 +54,7 @@ func (p *parser) fields(path string, n *yaml.Node, handlers map[string]func(key 
 			return
 		}
 		seen[k.Value] = true
-		p.mark(key, v)
+		p.mark(key, k)
 		h(key, v)
 	}
 }
@@ -109,15 +109,30 @@ func (p *parser) list(key string, v *yaml.Node, each func(key string, item *yaml
 
 func (p *parser) top(n *yaml.Node, c *Config) {
 	p.fields("", n, map[string]func(string, *yaml.Node){
-		"listen":            p.str(&c.Listen),
-		"admin":             p.str(&c.Admin),
-		"upstream":          p.str(&c.Upstream),
-		"mode":              p.str(&c.Mode),
-		"zone_ca":           p.str(&c.ZoneCA),
-		"max_header_bytes":  p.integer(&c.MaxHeaderBytes),
-		"upstream_timeout":  p.duration(&c.UpstreamTimeout),
-		"shutdown_timeout":  p.duration(&c.ShutdownTimeout),
-		"handshake_timeout": p.duration(&c.HandshakeTimeout),
+		"listen":             p.str(&c.Listen),
+		"admin":              p.str(&c.Admin),
+		"upstream":           p.str(&c.Upstream),
+		"mode":               p.str(&c.Mode),
+		"zone_ca":            p.str(&c.ZoneCA),
+		"max_header_bytes":   p.integer(&c.MaxHeaderBytes),
+		"upstream_timeout":   p.duration(&c.UpstreamTimeout),
+		"shutdown_timeout":   p.duration(&c.ShutdownTimeout),
+		"handshake_timeout":  p.duration(&c.HandshakeTimeout),
+		"cloudflare_ips":     p.str(&c.CloudflareIPs),
+		"ready_min_requests": p.integer(&c.ReadyMinRequests),
+		"cloudflare_ips_refresh": func(key string, v *yaml.Node) {
+			c.CloudflareIPsRefresh.Interval = DefaultRefreshInterval
+			p.fields(key, v, map[string]func(string, *yaml.Node){
+				"interval": p.duration(&c.CloudflareIPsRefresh.Interval),
+				"urls": func(key string, v *yaml.Node) {
+					p.list(key, v, func(key string, item *yaml.Node) {
+						var u string
+						p.str(&u)(key, item)
+						c.CloudflareIPsRefresh.URLs = append(c.CloudflareIPsRefresh.URLs, u)
+					})
+				},
+			})
+		},
 		"certificates": func(key string, v *yaml.Node) {
 			p.list(key, v, func(key string, item *yaml.Node) {
 				var kp KeyPair

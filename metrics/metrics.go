@@ -7,6 +7,8 @@ package metrics
 import (
 	"crypto/x509"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,7 +25,16 @@ type Metrics struct {
 	lastReload    prometheus.Gauge
 	requests      *prometheus.CounterVec
 	handshakeErrs prometheus.Counter
+	handshakes    *prometheus.CounterVec
+	reqDuration   *prometheus.HistogramVec
+	upDuration    *prometheus.HistogramVec
+	upErrors      *prometheus.CounterVec
+	health        *prometheus.CounterVec
+	collectors    []prometheus.Collector
 }
+
+// latencyBuckets span a fast local app (1 ms) to a slow one (30 s).
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 // New registers every collector in a fresh registry, plus the Go runtime
 // and process collectors.
@@ -55,9 +66,96 @@ func New() *Metrics {
 			Help: "TLS handshakes that failed for reasons other than a refused client certificate (timeouts, protocol errors, scanners).",
 		}),
 	}
-	m.Registry.MustRegister(m.verifications, m.expiry, m.reloads, m.lastReload, m.requests, m.handshakeErrs,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_tls_handshakes_total",
+		Help: "TLS handshakes by policy, TLS version, resumption and result (ok, refused, error).",
+	}, []string{"host", "version", "resumed", "result"})
+	m.reqDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "aopguard_request_duration_seconds",
+		Help:    "Time from reading a request to the end of its response, by policy.",
+		Buckets: latencyBuckets,
+	}, []string{"host"})
+	m.upDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "aopguard_upstream_duration_seconds",
+		Help:    "Time until the upstream app's response headers arrived, by policy.",
+		Buckets: latencyBuckets,
+	}, []string{"host"})
+	m.upErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_upstream_errors_total",
+		Help: "Requests the upstream app did not answer: error is unavailable (502) or timeout (504).",
+	}, []string{"host", "error"})
+	m.health = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_health_checks_total",
+		Help: "Requests from Cloudflare's load-balancer health checks (User-Agent Cloudflare-Traffic-Manager), counted apart from visitor traffic.",
+	}, []string{"host", "result"})
+	m.collectors = []prometheus.Collector{m.verifications, m.expiry, m.reloads, m.lastReload, m.requests, m.handshakeErrs,
+		m.handshakes, m.reqDuration, m.upDuration, m.upErrors, m.health}
+	m.Registry.MustRegister(m.collectors...)
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Names returns the name of every aopguard_ metric, for checking alert
+// rules and dashboards against what is really exported.
+func (m *Metrics) Names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range m.collectors {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		// Desc has no accessor for its name; its String form is stable:
+		// Desc{fqName: "name", ...}.
+		s := d.String()
+		if i := strings.Index(s, `fqName: "`); i >= 0 {
+			rest := s[i+len(`fqName: "`):]
+			out = append(out, rest[:strings.IndexByte(rest, '"')])
+		}
+	}
+	return out
+}
+
+// Handshake counts one TLS handshake. version is "1.2", "1.3" or
+// "unknown"; result is ok, refused or error.
+func (m *Metrics) Handshake(host, version string, resumed bool, result string) {
+	m.handshakes.WithLabelValues(host, version, strconv.FormatBool(resumed), result).Inc()
+}
+
+// RequestDuration returns the request latency histogram for a policy.
+func (m *Metrics) RequestDuration(host string) prometheus.Observer {
+	return m.reqDuration.WithLabelValues(host)
+}
+
+// UpstreamDuration returns the upstream latency histogram for a policy.
+func (m *Metrics) UpstreamDuration(host string) prometheus.Observer {
+	return m.upDuration.WithLabelValues(host)
+}
+
+// UpstreamErrors returns the upstream error counter for a policy and kind
+// (unavailable or timeout).
+func (m *Metrics) UpstreamErrors(host, kind string) prometheus.Counter {
+	return m.upErrors.WithLabelValues(host, kind)
+}
+
+// HealthCheck counts a Cloudflare load-balancer health check.
+func (m *Metrics) HealthCheck(host, result string) {
+	m.health.WithLabelValues(host, result).Inc()
+}
+
+// ClientExpiry reports the NotAfter of a client certificate seen under a
+// policy; Forget removes it. Only certificates that verified are reported,
+// so the subject label comes from a trusted CA, not from any client, and
+// callers bound how many they keep per policy.
+func (m *Metrics) ClientExpiry(host, subject string, notAfter float64) {
+	m.expiry.WithLabelValues("client", host, subject).Set(notAfter)
+}
+
+// ForgetClientExpiry removes a client certificate's expiry series.
+func (m *Metrics) ForgetClientExpiry(host, subject string) {
+	m.expiry.DeleteLabelValues("client", host, subject)
 }
 
 // Verification returns the counter for one label set. Resolve it once, when
@@ -82,10 +180,12 @@ type Expiry struct {
 	Cert *x509.Certificate
 }
 
-// SetExpiries replaces the expiry gauge's contents, so certificates dropped
-// by a reload stop being reported.
+// SetExpiries replaces the expiry series of loaded certificates (every role
+// but client), so certificates dropped by a reload stop being reported.
 func (m *Metrics) SetExpiries(list []Expiry) {
-	m.expiry.Reset()
+	for _, role := range []string{"zone_ca", "host_ca", "server"} {
+		m.expiry.DeletePartialMatch(prometheus.Labels{"role": role})
+	}
 	for _, e := range list {
 		m.expiry.WithLabelValues(e.Role, e.Host, subject(e.Cert)).Set(float64(e.Cert.NotAfter.Unix()))
 	}

@@ -351,12 +351,37 @@ type harness struct {
 	routes   atomic.Pointer[Routes]
 	log      *logSink
 	verifies *counters // host|mode|result|action
-	requests *counters // host|class
+	requests *counters // host|class; also duration|host, upstream|host and upstream_error|host|kind
+	observed chan RequestInfo
+}
+
+// meters is a fake Meters keeping everything in the harness's counters:
+// histograms count their observations.
+type meters struct{ cs *counters }
+
+func (m meters) Requests(host, class string) tlsconfig.Counter { return m.cs.counter(host, class) }
+func (m meters) RequestDuration(host string) Observer {
+	return observer{m.cs.counter("duration", host)}
+}
+func (m meters) UpstreamDuration(host string) Observer {
+	return observer{m.cs.counter("upstream", host)}
+}
+func (m meters) UpstreamErrors(host, kind string) tlsconfig.Counter {
+	return m.cs.counter("upstream_error", host, kind)
+}
+
+type observer struct{ c tlsconfig.Counter }
+
+func (o observer) Observe(v float64) {
+	if v < 0 {
+		panic("negative latency observed")
+	}
+	o.c.Inc()
 }
 
 func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	t.Helper()
-	h := &harness{pki: pki, log: newLogSink(), verifies: newCounters(), requests: newCounters()}
+	h := &harness{pki: pki, log: newLogSink(), verifies: newCounters(), requests: newCounters(), observed: make(chan RequestInfo, 1024)}
 	tickets, err := tlsconfig.NewTicketKeys()
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +400,7 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 		t.Fatal(err)
 	}
 	logger := zerolog.New(h.log)
-	ups := NewUpstreams(logger, func(host, class string) tlsconfig.Counter { return h.requests.counter(host, class) })
+	ups := NewUpstreams(logger, meters{h.requests})
 	timeout := cfg.timeout
 	if timeout == 0 {
 		timeout = guard
@@ -393,7 +418,12 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	h.addr = ln.Addr().String()
 	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{})
 	srv := &http.Server{
-		Handler:           NewHandler(h.routes.Load, logger),
+		Handler: NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
+			select {
+			case h.observed <- ri:
+			default: // a test that does not read them
+			}
+		}}),
 		ConnContext:       ConnContext,
 		MaxHeaderBytes:    max(maxHeaderBytes-4096, 1024),
 		ReadHeaderTimeout: guard,

@@ -67,7 +67,7 @@ func TestFailsClosedWithoutConnInfo(t *testing.T) {
 		hosts: []tlsconfig.PolicySpec{{Name: "a.example.com", Mode: tlsconfig.Off, Upstream: up.url}},
 	})
 	sink := newLogSink()
-	handler := NewHandler(h.routes.Load, zerolog.New(sink))
+	handler := NewHandler(h.routes.Load, zerolog.New(sink), HandlerOptions{})
 
 	serve := func(t *testing.T, srv *httptest.Server, tls bool) (int, string) {
 		srv.Config.ConnContext = ConnContext

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strings"
 	"time"
 
@@ -32,22 +31,44 @@ const (
 // and a backend per policy. Swapping the Routes pointer is a reload.
 type Routes struct {
 	Set      *tlsconfig.Set
-	backends []*httputil.ReverseProxy // by Policy.Index
-	requests [][6]tlsconfig.Counter   // by Policy.Index, then status/100
+	backends []backend // by Policy.Index
 	timeout  time.Duration
 }
 
 // Handler serves requests from connections accepted by a tlsconfig.Server.
 type Handler struct {
-	routes func() *Routes
-	log    zerolog.Logger
+	routes  func() *Routes
+	log     zerolog.Logger
+	observe func(RequestInfo)
+}
+
+// RequestInfo describes a request after it was answered, for observers
+// such as the rollout report.
+type RequestInfo struct {
+	Policy  *tlsconfig.Policy
+	Verdict tlsconfig.Verdict
+	Conn    *tlsconfig.ConnInfo
+	Status  int
+	// HealthCheck marks Cloudflare load-balancer health checks
+	// (User-Agent containing Cloudflare-Traffic-Manager).
+	HealthCheck bool
+}
+
+// HandlerOptions are optional Handler settings.
+type HandlerOptions struct {
+	// Observe, if set, is called once per request after its response.
+	Observe func(RequestInfo)
 }
 
 // NewHandler returns a Handler that reads the current Routes on every
 // request and writes one access line per request to log.
-func NewHandler(routes func() *Routes, log zerolog.Logger) *Handler {
-	return &Handler{routes: routes, log: log}
+func NewHandler(routes func() *Routes, log zerolog.Logger, opts HandlerOptions) *Handler {
+	return &Handler{routes: routes, log: log, observe: opts.Observe}
 }
+
+// healthCheckAgent is in the User-Agent of Cloudflare's load-balancer
+// health monitors.
+const healthCheckAgent = "Cloudflare-Traffic-Manager"
 
 type connKey struct{}
 
@@ -95,21 +116,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.Count(verdict, ci.Source)
 	}
 	rec := recorder{ResponseWriter: w}
+	b := &rt.backends[p.Index()]
+	var upstreamStart time.Time
 	if p.ActionFor(verdict) == tlsconfig.Reject {
-		rec.misdirected = true
 		http.Error(&rec, "421 misdirected request: this connection's client certificate is not accepted for "+host, http.StatusMisdirectedRequest)
 	} else {
 		setVerifyHeaders(r.Header, verdict)
-		rt.backends[p.Index()].ServeHTTP(&rec, r)
+		upstreamStart = time.Now()
+		b.rp.ServeHTTP(&rec, r)
 	}
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK // handler wrote nothing: net/http sends 200
 	}
-	if cls := status / 100; cls >= 1 && cls <= 5 {
-		if ctr := rt.requests[p.Index()][cls]; ctr != nil {
-			ctr.Inc()
+	elapsed := time.Since(start)
+	if cls := status / 100; cls >= 1 && cls <= 5 && b.requests[cls] != nil {
+		b.requests[cls].Inc()
+	}
+	if b.duration != nil {
+		b.duration.Observe(elapsed.Seconds())
+		switch {
+		case rec.upstreamErr == nil && !upstreamStart.IsZero() && !rec.headerAt.IsZero():
+			b.upstream.Observe(rec.headerAt.Sub(upstreamStart).Seconds())
+		case rec.upstreamErr != nil && status == http.StatusGatewayTimeout:
+			b.upErrors[1].Inc()
+		case rec.upstreamErr != nil && status == http.StatusBadGateway:
+			b.upErrors[0].Inc()
 		}
+	}
+	health := strings.Contains(r.Header.Get("User-Agent"), healthCheckAgent)
+	if h.observe != nil {
+		h.observe(RequestInfo{Policy: p, Verdict: verdict, Conn: ci, Status: status, HealthCheck: health})
 	}
 	e := h.log.Info().
 		Str("host", r.Host).
@@ -122,7 +159,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Str("path", r.URL.Path).
 		Int("status", status).
 		Int64("bytes", rec.bytes).
-		Dur("duration", time.Since(start)).
+		Dur("duration", elapsed).
 		Str("verify", verdict.Result.String()).
 		Str("action", p.ActionFor(verdict).String())
 	if verdict.Reason != "" {
@@ -137,7 +174,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.upstreamErr != nil {
 		e = e.AnErr("upstream_error", rec.upstreamErr)
 	}
-	e.Msg("request")
+	if health {
+		e = e.Bool("health_check", true)
+	}
+	e.Str("source", ci.Source).Msg("request")
 }
 
 // setVerifyHeaders removes every client-supplied verification header and
@@ -244,20 +284,20 @@ type recorder struct {
 	http.ResponseWriter
 	status      int
 	bytes       int64
+	headerAt    time.Time // when the final status was written
 	upstreamErr error
-	misdirected bool
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		r.status = code
+		r.status, r.headerAt = code, time.Now()
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
-		r.status = http.StatusOK
+		r.status, r.headerAt = http.StatusOK, time.Now()
 	}
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
@@ -272,7 +312,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
 	if err == nil && r.status == 0 {
-		r.status = http.StatusSwitchingProtocols
+		r.status, r.headerAt = http.StatusSwitchingProtocols, time.Now()
 	}
 	return c, brw, err
 }

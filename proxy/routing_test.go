@@ -157,6 +157,54 @@ func TestUpstreamFailures(t *testing.T) {
 			})
 		}
 	}
+	// Each failure was counted by kind; none was observed as an upstream
+	// latency.
+	for _, tt := range tests {
+		kind := "unavailable"
+		if tt.status == http.StatusGatewayTimeout {
+			kind = "timeout"
+		}
+		if got := h.requests.get("upstream_error", tt.host, kind); got != int64(len(protocols)) {
+			t.Errorf("upstream_error %s %s = %d, want %d", tt.host, kind, got, len(protocols))
+		}
+		if got := h.requests.get("upstream", tt.host); got != 0 {
+			t.Errorf("upstream latency observed %d times for a failed upstream", got)
+		}
+		if got := h.requests.get("duration", tt.host); got != int64(len(protocols)) {
+			t.Errorf("request duration observed %d times, want %d", got, len(protocols))
+		}
+	}
+}
+
+// TestObserveAndHealthChecks: the observer sees each request with its
+// policy and verdict; Cloudflare's load-balancer health checks are marked.
+func TestObserveAndHealthChecks(t *testing.T) {
+	pki := newPKI(t)
+	up := newUpstream(t, "app", nil)
+	h := newHarness(t, pki, harnessConfig{
+		zone: tlsconfig.PolicySpec{Mode: tlsconfig.LogOnly, CAs: cas(pki.zoneCA), Upstream: up.url},
+	})
+	for _, tt := range []struct {
+		ua     string
+		health bool
+	}{
+		{"Mozilla/5.0 (compatible; Cloudflare-Traffic-Manager/1.0; +https://www.cloudflare.com/traffic-manager/; pool-id: 0123)", true},
+		{"curl/8.0", false},
+	} {
+		c, _ := h.client(t, clientOpts{sni: "app.example.com"})
+		res := get(t, c, "GET", "https://app.example.com/hc", "", http.Header{"User-Agent": {tt.ua}})
+		if res.status != 200 {
+			t.Fatalf("status %d", res.status)
+		}
+		ri := <-h.observed
+		if ri.HealthCheck != tt.health || ri.Policy.Name() != tlsconfig.ZoneName || ri.Status != 200 ||
+			ri.Verdict.Reason != tlsconfig.ReasonMissing || ri.Conn == nil || ri.Conn.Source != "other" {
+			t.Errorf("UA %q: observed %+v", tt.ua, ri)
+		}
+	}
+	if got := h.requests.get("upstream", tlsconfig.ZoneName); got != 2 {
+		t.Errorf("upstream latency observed %d times, want 2", got)
+	}
 }
 
 func TestLargeHeaders(t *testing.T) {

@@ -20,17 +20,33 @@ import (
 // Upstreams builds Routes and keeps one http.Transport per upstream URL
 // across reloads, so pooled upstream connections survive a reload.
 type Upstreams struct {
-	log      zerolog.Logger
-	requests func(host, class string) tlsconfig.Counter
+	log    zerolog.Logger
+	meters Meters
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport
 }
 
-// NewUpstreams returns a Routes builder. requests, if not nil, returns the
-// request counter for a policy name and status class.
-func NewUpstreams(log zerolog.Logger, requests func(host, class string) tlsconfig.Counter) *Upstreams {
-	return &Upstreams{log: log, requests: requests, transports: map[string]*http.Transport{}}
+// Observer is the one method of a histogram the proxy needs.
+type Observer interface{ Observe(float64) }
+
+// Meters resolves the per-policy request metrics, once per policy when
+// Routes are built, so a request only increments what it was handed.
+type Meters interface {
+	// Requests counts requests by status class ("1xx".."5xx").
+	Requests(host, class string) tlsconfig.Counter
+	// RequestDuration observes whole-request latency in seconds.
+	RequestDuration(host string) Observer
+	// UpstreamDuration observes the wait for the upstream's headers.
+	UpstreamDuration(host string) Observer
+	// UpstreamErrors counts requests the upstream did not answer; kind
+	// is "unavailable" (502) or "timeout" (504).
+	UpstreamErrors(host, kind string) tlsconfig.Counter
+}
+
+// NewUpstreams returns a Routes builder; meters may be nil.
+func NewUpstreams(log zerolog.Logger, meters Meters) *Upstreams {
+	return &Upstreams{log: log, meters: meters, transports: map[string]*http.Transport{}}
 }
 
 var classes = [6]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -49,16 +65,29 @@ func (u *Upstreams) Routes(set *tlsconfig.Set, timeout time.Duration) (*Routes, 
 			}
 			proxies[p.Upstream()] = rp
 		}
-		rt.backends = append(rt.backends, rp)
-		var ctrs [6]tlsconfig.Counter
-		if u.requests != nil {
+		b := backend{rp: rp}
+		if u.meters != nil {
 			for i := 1; i <= 5; i++ {
-				ctrs[i] = u.requests(p.Name(), classes[i])
+				b.requests[i] = u.meters.Requests(p.Name(), classes[i])
+			}
+			b.duration = u.meters.RequestDuration(p.Name())
+			b.upstream = u.meters.UpstreamDuration(p.Name())
+			b.upErrors = [2]tlsconfig.Counter{
+				u.meters.UpstreamErrors(p.Name(), "unavailable"),
+				u.meters.UpstreamErrors(p.Name(), "timeout"),
 			}
 		}
-		rt.requests = append(rt.requests, ctrs)
+		rt.backends = append(rt.backends, b)
 	}
 	return rt, nil
+}
+
+// backend is one policy's upstream with its pre-resolved metrics.
+type backend struct {
+	rp                 *httputil.ReverseProxy
+	requests           [6]tlsconfig.Counter // by status/100
+	duration, upstream Observer
+	upErrors           [2]tlsconfig.Counter // unavailable, timeout
 }
 
 // Prune closes idle connections of transports that rt no longer uses.

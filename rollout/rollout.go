@@ -79,15 +79,30 @@ type Tracker struct {
 	mu       sync.Mutex
 	policies map[string]*policyStats
 	now      func() time.Time
-	// MinRequests is how many non-health-check requests from Cloudflare the
-	// window must hold before a policy can be called ready to enforce.
-	MinRequests uint64
+	// minRequests is how many non-health-check requests from Cloudflare
+	// the window must hold before a policy can be called ready to enforce.
+	minRequests uint64
 }
 
 // NewTracker returns a Tracker that needs minRequests Cloudflare requests
 // in the window before it calls a policy ready.
 func NewTracker(minRequests uint64) *Tracker {
-	return &Tracker{policies: map[string]*policyStats{}, now: time.Now, MinRequests: minRequests}
+	return &Tracker{policies: map[string]*policyStats{}, now: time.Now, minRequests: minRequests}
+}
+
+// SetMinRequests changes the traffic needed for a ready verdict.
+func (t *Tracker) SetMinRequests(n uint64) {
+	t.mu.Lock()
+	t.minRequests = n
+	t.mu.Unlock()
+}
+
+// Reset forgets a policy's counts: its CAs or mode changed, so evidence
+// gathered under the old configuration says nothing about the new one.
+func (t *Tracker) Reset(policy string) {
+	t.mu.Lock()
+	delete(t.policies, policy)
+	t.mu.Unlock()
 }
 
 // Record counts one event.
@@ -190,9 +205,9 @@ type Report struct {
 func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 	now := t.now()
 	minute := now.Unix() / 60
-	r := Report{Generated: now.UTC(), Window: Window.String(), MinRequests: t.MinRequests, CloudflareIPs: cloudflareIPs}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	r := Report{Generated: now.UTC(), Window: Window.String(), MinRequests: t.minRequests, CloudflareIPs: cloudflareIPs}
 	for _, p := range policies {
 		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []failing{}}
 		if ps := t.policies[p.Name]; ps != nil {
@@ -284,8 +299,8 @@ func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
 		return NotReady, fmt.Sprintf("%d requests from Cloudflare without a valid certificate in the last hour (%s): %s",
 			cfBad, strings.Join(parts, ", "), cause)
 	}
-	if cf < t.MinRequests {
-		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, t.MinRequests)
+	if cf < t.minRequests {
+		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, t.minRequests)
 	}
 	return ReadyToEnforce, fmt.Sprintf("all %d requests from Cloudflare in the last hour presented a valid certificate", cf)
 }

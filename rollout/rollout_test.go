@@ -110,6 +110,20 @@ func TestFailingSourcesBoundedAndRecentFirst(t *testing.T) {
 	}
 }
 
+func TestResetAndMinRequests(t *testing.T) {
+	tr, _ := newTestTracker(1)
+	tr.Record(Event{Policy: "app.example.com", Result: "failed", Reason: "untrusted", Source: SourceCloudflare, Remote: cf})
+	tr.Reset("app.example.com")
+	tr.Record(Event{Policy: "app.example.com", Result: "success", Source: SourceCloudflare, Remote: cf})
+	if p := tr.Report(policy("log-only"), "").Policies[0]; p.Verdict != ReadyToEnforce || p.SinceStart.Total != 1 {
+		t.Fatalf("after reset: %s, total %d", p.Verdict, p.SinceStart.Total)
+	}
+	tr.SetMinRequests(2)
+	if p := tr.Report(policy("log-only"), "").Policies[0]; p.Verdict != NoTraffic {
+		t.Fatalf("with min 2: %s", p.Verdict)
+	}
+}
+
 func TestUnknownPolicyReportsZeroes(t *testing.T) {
 	tr, _ := newTestTracker(5)
 	p := tr.Report(policy("log-only"), "").Policies[0]

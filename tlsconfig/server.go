@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,8 @@ type ConnInfo struct {
 	Version uint16
 	// Source classifies the peer address: cfips.Cloudflare or cfips.Other.
 	Source string
+	// Remote is the peer's IP address.
+	Remote netip.Addr
 }
 
 // Info returns the ConnInfo of a connection accepted from a Server's
@@ -64,7 +67,7 @@ type ServerOptions struct {
 	Observe func(info *ConnInfo, remote net.Addr, err error)
 	// Source classifies a peer address (see ConnInfo.Source); nil
 	// classifies every peer as cfips.Other.
-	Source func(remote net.Addr) string
+	Source func(remote netip.Addr) string
 }
 
 // Server chooses a Policy for each ClientHello from the current Set and
@@ -107,9 +110,12 @@ const errNoClientCert = "client didn't provide a certificate"
 // handshake runs one TLS handshake and fills in the connection's ConnInfo.
 func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
 	t := &trackedConn{Conn: raw}
+	if ta, ok := raw.RemoteAddr().(*net.TCPAddr); ok {
+		t.info.Remote = ta.AddrPort().Addr().Unmap()
+	}
 	t.info.Source = cfips.Other
 	if s.opts.Source != nil {
-		t.info.Source = s.opts.Source(raw.RemoteAddr())
+		t.info.Source = s.opts.Source(t.info.Remote)
 	}
 	c := tls.Server(t, s.base)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)

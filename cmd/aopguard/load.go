@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aopguard/aopguard/certs"
+	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/config"
 	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/tlsconfig"
@@ -29,6 +31,20 @@ func (a *app) apply(cfg *config.Config) error {
 	zone, hosts, expiries, err := policySpecs(cfg)
 	if err != nil {
 		return err
+	}
+
+	// Cloudflare's ranges: a configured file, else the last good refresh,
+	// else the embedded snapshot.
+	ips := cfips.Default()
+	switch {
+	case cfg.CloudflareIPs != "":
+		l, err := cfips.Load(cfg.CloudflareIPs)
+		if err != nil {
+			return bad("cloudflare_ips", err)
+		}
+		ips = l
+	case len(cfg.CloudflareIPsRefresh.URLs) > 0 && a.refreshed != nil:
+		ips = a.refreshed
 	}
 
 	var pairs []tls.Certificate
@@ -68,13 +84,76 @@ func (a *app) apply(cfg *config.Config) error {
 	if err := a.servers.replace(pairs); err != nil {
 		return err
 	}
+	a.resetChangedPolicies(set)
+	a.tracker.SetMinRequests(uint64(cfg.ReadyMinRequests))
+	a.ips.Store(ips)
 	a.cfg.Store(cfg)
 	a.routes.Store(routes)
 	a.ups.Prune(routes)
 	a.metrics.SetExpiries(expiries)
+	a.loaded.Store(&expiries)
 	a.metrics.Reloaded(true, float64(time.Now().Unix()))
 	a.warnSetup(cfg, set, pairs)
+	a.checkExpiries()
 	return nil
+}
+
+// resetChangedPolicies forgets the rollout evidence of every policy whose
+// mode or CAs changed: it was gathered under another configuration.
+func (a *app) resetChangedPolicies(set *tlsconfig.Set) {
+	ids := map[string]string{}
+	for _, p := range set.Policies() {
+		id := p.Mode().String()
+		for _, c := range p.CAs() {
+			id += " " + certs.Fingerprint(c.Raw)
+		}
+		ids[p.Name()] = id
+		if old, ok := a.policyIDs[p.Name()]; ok && old != id {
+			a.tracker.Reset(p.Name())
+			a.log.Info().Str("policy", p.Name()).Msg("policy changed: rollout report restarts its counts")
+		}
+	}
+	a.policyIDs = ids
+}
+
+// refreshRanges re-downloads Cloudflare's ranges on the configured
+// schedule. A failed or suspicious download keeps the current list.
+func (a *app) refreshRanges(ctx context.Context) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	for {
+		cfg := a.config()
+		r := cfg.CloudflareIPsRefresh
+		wait := r.Interval
+		if len(r.URLs) == 0 {
+			wait = time.Minute // not configured: look again after a reload
+		} else {
+			a.refreshOnce(ctx, client, r.URLs)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (a *app) refreshOnce(ctx context.Context, client *http.Client, urls []string) {
+	next, err := cfips.Fetch(ctx, client, urls)
+	if err == nil {
+		err = cfips.CheckShrink(a.ips.Load(), next)
+	}
+	if err != nil {
+		a.log.Error().Err(err).Str("current", a.ips.Load().Origin()).Msg("refreshing Cloudflare's address ranges failed; keeping the current list")
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.config().CloudflareIPsRefresh.URLs) == 0 {
+		return // a reload turned refreshing off meanwhile
+	}
+	a.refreshed = next
+	a.ips.Store(next)
+	a.log.Info().Int("prefixes", next.Len()).Str("origin", next.Origin()).Msg("Cloudflare's address ranges refreshed")
 }
 
 // policySpecs reads the CA bundles cfg names and returns the zone and host

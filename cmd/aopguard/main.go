@@ -4,6 +4,7 @@
 //
 //	aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
+//	aopguard status [--admin ADDR] [--json]
 //	aopguard version
 package main
 
@@ -34,6 +35,7 @@ const usage = `aopguard lets only Cloudflare (Authenticated Origin Pulls) reach 
 
 Usage:
   aopguard run [flags]    terminate TLS, verify client certificates, proxy to the app
+  aopguard status         is it safe to switch log-only policies to require?
   aopguard version        print the version
 
 Run "aopguard run -h" for the flags.
@@ -47,6 +49,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runCommand(args[1:], stderr)
+	case "status":
+		return statusCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "aopguard %s\n", versionString())
 		return exitOK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,9 +20,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/config"
 	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/proxy"
+	"github.com/aopguard/aopguard/rollout"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -149,9 +152,10 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	tlsSrv := tlsconfig.NewServer(a.set, tlsconfig.ServerOptions{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Observe:          a.observeHandshake,
+		Source:           a.source,
 	})
 	srv := &http.Server{
-		Handler:     proxy.NewHandler(a.routes.Load, logger),
+		Handler:     proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}),
 		ConnContext: proxy.ConnContext,
 		// net/http reads up to MaxHeaderBytes+4096 before answering 431;
 		// subtract the slack so the configured figure is the real bound.
@@ -177,12 +181,19 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	defer signal.Stop(hup)
 	rotate := time.NewTicker(ticketRotation)
 	defer rotate.Stop()
+	daily := time.NewTicker(24 * time.Hour)
+	defer daily.Stop()
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	defer stopRefresh()
+	go a.refreshRanges(refreshCtx)
 	for {
 		select {
 		case <-hup:
 			a.reload(f)
 		case <-rotate.C:
 			a.rotateTickets()
+		case <-daily.C:
+			a.checkExpiries()
 		case err := <-errc:
 			if !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serving: %w", err)
@@ -217,29 +228,6 @@ func (w levelWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// observeHandshake logs refused and failed handshakes; admitted ones are
-// visible in the access lines of their requests.
-func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err error) {
-	var rej *tlsconfig.RejectError
-	switch {
-	case err == nil:
-		if info.Policy.ActionFor(info.Verdict) == tlsconfig.WouldReject {
-			a.log.Warn().Str("remote", remote.String()).Str("sni", info.SNI).Str("policy", info.Policy.Name()).
-				Str("mode", info.Policy.Mode().String()).Str("reason", info.Verdict.Reason).
-				Str("fingerprint", info.Verdict.Fingerprint).Str("subject", info.Verdict.Subject).
-				Msg("client certificate would be refused under require (log-only: admitted)")
-		}
-	case errors.As(err, &rej):
-		a.log.Warn().Str("remote", remote.String()).Str("sni", info.SNI).Str("policy", rej.Policy.Name()).
-			Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
-			Str("fingerprint", rej.Verdict.Fingerprint).Str("subject", rej.Verdict.Subject).
-			Msg("handshake refused: client certificate not accepted")
-	default:
-		a.metrics.HandshakeError()
-		a.log.Debug().Str("remote", remote.String()).Str("sni", info.SNI).Err(err).Msg("tls handshake failed")
-	}
-}
-
 // app holds the state that outlives reloads.
 type app struct {
 	log     zerolog.Logger
@@ -248,9 +236,16 @@ type app struct {
 	servers *serverCerts
 	ups     *proxy.Upstreams
 
-	mu     sync.Mutex // serialises apply and ticket rotation
-	cfg    atomic.Pointer[config.Config]
-	routes atomic.Pointer[proxy.Routes]
+	tracker *rollout.Tracker
+	clients *clientLeaves
+
+	mu        sync.Mutex // serialises apply, ticket rotation and range refreshes
+	cfg       atomic.Pointer[config.Config]
+	routes    atomic.Pointer[proxy.Routes]
+	ips       atomic.Pointer[cfips.List]
+	loaded    atomic.Pointer[[]metrics.Expiry] // certificates of the running configuration
+	policyIDs map[string]string                // policy name -> mode and CA fingerprints, to reset stale evidence
+	refreshed *cfips.List                      // last good download of the ranges, if any
 }
 
 func newApp(logger zerolog.Logger, m *metrics.Metrics) (*app, error) {
@@ -258,9 +253,21 @@ func newApp(logger zerolog.Logger, m *metrics.Metrics) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{log: logger, metrics: m, tickets: tickets, servers: newServerCerts(logger)}
-	a.ups = proxy.NewUpstreams(logger, func(host, class string) tlsconfig.Counter { return m.Requests(host, class) })
+	a := &app{log: logger, metrics: m, tickets: tickets, servers: newServerCerts(logger),
+		tracker: rollout.NewTracker(config.DefaultReadyMinRequests), policyIDs: map[string]string{}}
+	a.clients = &clientLeaves{metrics: m, byHost: map[string][]clientLeaf{}, onNew: func(role, host string, c *x509.Certificate) {
+		warnExpiry(logger, time.Now(), role, host, c)
+	}}
+	a.ips.Store(cfips.Default())
+	a.ups = proxy.NewUpstreams(logger, meters{m})
 	return a, nil
+}
+
+func (a *app) expiries() []metrics.Expiry {
+	if l := a.loaded.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 func (a *app) close()                 { a.servers.close() }
@@ -300,9 +307,20 @@ func (a *app) reload(f *flags) {
 func (a *app) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.HandleFunc("GET /status", a.serveStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
 	return mux
+}
+
+// meters adapts metrics.Metrics to proxy.Meters.
+type meters struct{ m *metrics.Metrics }
+
+func (x meters) Requests(host, class string) tlsconfig.Counter { return x.m.Requests(host, class) }
+func (x meters) RequestDuration(host string) proxy.Observer    { return x.m.RequestDuration(host) }
+func (x meters) UpstreamDuration(host string) proxy.Observer   { return x.m.UpstreamDuration(host) }
+func (x meters) UpstreamErrors(host, kind string) tlsconfig.Counter {
+	return x.m.UpstreamErrors(host, kind)
 }
