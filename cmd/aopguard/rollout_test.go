@@ -7,7 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -275,4 +278,54 @@ func TestExpiryWarnings(t *testing.T) {
 	}
 	g.waitLog("request", 1)
 	check("client expiring in 5 days", "warn", 14)
+}
+
+// TestCloudflareRangesRefresh: with cloudflare_ips_refresh the ranges are
+// downloaded at start and a peer inside them is classified as Cloudflare;
+// a download that lost most of the list is refused.
+func TestCloudflareRangesRefresh(t *testing.T) {
+	embedded, err := os.ReadFile(filepath.Join("..", "..", "cfips", "ranges.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/full":
+			w.Write(embedded)
+			io.WriteString(w, cloudflareAddr+"/32\n")
+		case "/shrunk":
+			io.WriteString(w, cloudflareAddr+"/32\n2606:4700::/32\n")
+		}
+	}))
+	defer ranges.Close()
+	for _, tc := range []struct {
+		path, source, log string
+	}{
+		{"/full", "cloudflare", "Cloudflare's address ranges refreshed"},
+		{"/shrunk", "other", "refreshing Cloudflare's address ranges failed; keeping the current list"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			p := newPKI(t)
+			up := newUpstream(t)
+			writeConfig(t, p.dir, `
+upstream: `+up.URL+`
+mode: log-only
+zone_ca: zone-ca.pem
+cloudflare_ips_refresh:
+  urls: [`+ranges.URL+tc.path+`]
+  interval: 1h
+certificates:
+  - cert: server.pem
+    key: server.key
+`)
+			g := start(t, "--config", p.path("aopguard.yaml"))
+			g.waitLog(tc.log, 1)
+			if _, err := fromAddr(t, cloudflareAddr, g.listen, p.clientTLS("localhost", p.zoneLeaf), "localhost", ""); err != nil {
+				t.Fatal(err)
+			}
+			if access := g.waitLog("request", 1)[0]; access["source"] != tc.source {
+				t.Errorf("request from %s classified as %v, want %s", cloudflareAddr, access["source"], tc.source)
+			}
+		})
+	}
 }
