@@ -63,6 +63,36 @@ type Config struct {
 	// ReadyMinRequests is how many Cloudflare requests a log-only policy
 	// must see in the last hour before the report can call it ready.
 	ReadyMinRequests int
+
+	// StrictHosts refuses server names and Host headers that match no
+	// configured host instead of giving them the zone policy.
+	StrictHosts bool
+	// AllowNoSNI lets connections without a server name (direct to IP)
+	// use the zone policy.
+	AllowNoSNI bool
+	// Allow and CRL apply to the zone policy; hosts have their own.
+	Allow Allow
+	CRL   string
+	// TrustCloudflareHeaders sets X-Forwarded-For and X-Real-IP from
+	// CF-Connecting-IP for verified connections (and, with
+	// RequireCloudflareSource, only those from Cloudflare's ranges);
+	// other connections have CF-* headers removed.
+	TrustCloudflareHeaders  bool
+	RequireCloudflareSource bool
+
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	MaxConnections    int
+	MaxHandshakes     int
+}
+
+// Allow narrows a policy to particular client certificates (see
+// tlsconfig.AllowRules): a leaf passes when it matches any entry.
+type Allow struct {
+	SHA256     []string
+	SPKISHA256 []string
+	DNS        []string
+	CN         []string
 }
 
 // Refresh configures periodic downloads of Cloudflare's ranges.
@@ -75,8 +105,14 @@ type Refresh struct {
 // cloudflare_ips_refresh gives no interval.
 const DefaultRefreshInterval = 24 * time.Hour
 
-// DefaultReadyMinRequests is the default of ready_min_requests.
-const DefaultReadyMinRequests = 100
+// Defaults of the limits.
+const (
+	DefaultReadyMinRequests  = 100
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxConnections    = 16384
+	DefaultMaxHandshakes     = 1024
+)
 
 // KeyPair is one server certificate chain and its key.
 type KeyPair struct {
@@ -90,6 +126,8 @@ type Host struct {
 	CA       string
 	Mode     string
 	Upstream string
+	Allow    Allow
+	CRL      string
 }
 
 // Error is a configuration error at one key.
@@ -124,15 +162,20 @@ func (e *Error) Unwrap() error { return e.Err }
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	return &Config{
-		Listen:           DefaultListen,
-		Admin:            DefaultAdmin,
-		Mode:             DefaultMode,
-		ZoneCA:           DefaultZoneCA,
-		MaxHeaderBytes:   DefaultMaxHeaderBytes,
-		UpstreamTimeout:  DefaultUpstreamTimeout,
-		ShutdownTimeout:  DefaultShutdownTimeout,
-		HandshakeTimeout: DefaultHandshakeTimout,
-		ReadyMinRequests: DefaultReadyMinRequests,
+		Listen:            DefaultListen,
+		Admin:             DefaultAdmin,
+		Mode:              DefaultMode,
+		ZoneCA:            DefaultZoneCA,
+		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		UpstreamTimeout:   DefaultUpstreamTimeout,
+		ShutdownTimeout:   DefaultShutdownTimeout,
+		HandshakeTimeout:  DefaultHandshakeTimout,
+		ReadyMinRequests:  DefaultReadyMinRequests,
+		AllowNoSNI:        true,
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxConnections:    DefaultMaxConnections,
+		MaxHandshakes:     DefaultMaxHandshakes,
 	}
 }
 
@@ -191,12 +234,14 @@ func (c *Config) resolve(dir string) {
 		c.ZoneCA = abs(c.ZoneCA)
 	}
 	c.CloudflareIPs = abs(c.CloudflareIPs)
+	c.CRL = abs(c.CRL)
 	for i := range c.Certificates {
 		c.Certificates[i].Cert = abs(c.Certificates[i].Cert)
 		c.Certificates[i].Key = abs(c.Certificates[i].Key)
 	}
 	for i := range c.Hosts {
 		c.Hosts[i].CA = abs(c.Hosts[i].CA)
+		c.Hosts[i].CRL = abs(c.Hosts[i].CRL)
 		if u, ok := strings.CutPrefix(c.Hosts[i].Upstream, "unix://"); ok && !strings.HasPrefix(u, "/") {
 			c.Hosts[i].Upstream = "unix://" + abs(u)
 		}
@@ -272,10 +317,21 @@ func (c *Config) Validate() error {
 	if c.ReadyMinRequests < 1 {
 		return bad("ready_min_requests", "must be at least 1")
 	}
+	if c.RequireCloudflareSource && !c.TrustCloudflareHeaders {
+		return bad("require_cloudflare_source", "only means something with trust_cloudflare_headers: true")
+	}
+	if c.MaxConnections < 1 {
+		return bad("max_connections", "must be at least 1")
+	}
+	if c.MaxHandshakes < 1 {
+		return bad("max_handshakes", "must be at least 1")
+	}
 	for key, d := range map[string]time.Duration{
-		"upstream_timeout":  c.UpstreamTimeout,
-		"shutdown_timeout":  c.ShutdownTimeout,
-		"handshake_timeout": c.HandshakeTimeout,
+		"upstream_timeout":    c.UpstreamTimeout,
+		"shutdown_timeout":    c.ShutdownTimeout,
+		"handshake_timeout":   c.HandshakeTimeout,
+		"read_header_timeout": c.ReadHeaderTimeout,
+		"idle_timeout":        c.IdleTimeout,
 	} {
 		if d <= 0 {
 			return bad(key, "must be a positive duration such as 30s")

@@ -60,6 +60,31 @@ func TestParseErrors(t *testing.T) {
 			key:  "cloudflare_ips_refresh.url", line: 3, msg: "unknown key",
 		},
 		{
+			name: "bool as string",
+			in:   up + "strict_hosts: \"yes\"\n",
+			key:  "strict_hosts", line: 2, msg: "want true or false",
+		},
+		{
+			name: "unknown allow rule",
+			in:   up + "hosts:\n  - name: a.example.com\n    allow:\n      subject: [x]\n",
+			key:  "hosts[0].allow.subject", line: 5, msg: "unknown key",
+		},
+		{
+			name: "allow rule not a list",
+			in:   up + "allow:\n  cn: edge\n",
+			key:  "allow.cn", line: 3, msg: "want a list",
+		},
+		{
+			name: "require_cloudflare_source alone",
+			in:   up + "require_cloudflare_source: true\n",
+			key:  "require_cloudflare_source", line: 2, msg: "only means something with trust_cloudflare_headers",
+		},
+		{
+			name: "max_handshakes zero",
+			in:   up + "max_handshakes: 0\n",
+			key:  "max_handshakes", line: 2, msg: "at least 1",
+		},
+		{
 			name: "ready_min_requests zero",
 			in:   up + "ready_min_requests: 0\n",
 			key:  "ready_min_requests", line: 2, msg: "at least 1",
@@ -341,6 +366,22 @@ hosts:
     ca: /etc/pki/legacy.pem
     upstream: unix:///var/run/legacy.sock
   - name: plain.example.com
+    allow:
+      cn: [edge.example.net]
+      spki_sha256: ["Zm9vYmFyYmF6Zm9vYmFyYmF6Zm9vYmFyYmF6MTIzNDU="]
+    crl: crl/plain.crl
+strict_hosts: true
+allow_no_sni: false
+allow:
+  sha256: ["9A:1A:C2:B4"]
+  dns: [origin-pull.example.net]
+crl: /etc/pki/zone.crl
+trust_cloudflare_headers: true
+require_cloudflare_source: true
+read_header_timeout: 5s
+idle_timeout: 1m
+max_connections: 1000
+max_handshakes: 64
 max_header_bytes: 131072
 upstream_timeout: 2m
 shutdown_timeout: 45s
@@ -372,12 +413,24 @@ func TestParseFull(t *testing.T) {
 			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", Upstream: "unix://" + inDir("run", "shop.sock")},
 			{Name: "*.api.example.com", Mode: "off", Upstream: "https://10.0.0.2:8443"},
 			{Name: "Legacy.Example.com.", CA: "/etc/pki/legacy.pem", Upstream: "unix:///var/run/legacy.sock"},
-			{Name: "plain.example.com"},
+			{Name: "plain.example.com", CRL: inDir("crl", "plain.crl"), Allow: config.Allow{
+				CN: []string{"edge.example.net"}, SPKISHA256: []string{"Zm9vYmFyYmF6Zm9vYmFyYmF6Zm9vYmFyYmF6MTIzNDU="},
+			}},
 		},
-		MaxHeaderBytes:   131072,
-		UpstreamTimeout:  2 * time.Minute,
-		ShutdownTimeout:  45 * time.Second,
-		HandshakeTimeout: 5 * time.Second,
+		StrictHosts:             true,
+		AllowNoSNI:              false,
+		Allow:                   config.Allow{SHA256: []string{"9A:1A:C2:B4"}, DNS: []string{"origin-pull.example.net"}},
+		CRL:                     "/etc/pki/zone.crl",
+		TrustCloudflareHeaders:  true,
+		RequireCloudflareSource: true,
+		ReadHeaderTimeout:       5 * time.Second,
+		IdleTimeout:             time.Minute,
+		MaxConnections:          1000,
+		MaxHandshakes:           64,
+		MaxHeaderBytes:          131072,
+		UpstreamTimeout:         2 * time.Minute,
+		ShutdownTimeout:         45 * time.Second,
+		HandshakeTimeout:        5 * time.Second,
 		CloudflareIPsRefresh: config.Refresh{
 			URLs:     []string{"https://www.cloudflare.com/ips-v4", "https://www.cloudflare.com/ips-v6"},
 			Interval: 12 * time.Hour,

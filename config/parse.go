@@ -69,6 +69,38 @@ func (p *parser) str(dst *string) func(string, *yaml.Node) {
 	}
 }
 
+func (p *parser) boolean(dst *bool) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
+			p.fail(key, v, "want true or false, got %s", kindName(v))
+			return
+		}
+		*dst = v.Value == "true" || v.Value == "True" || v.Value == "TRUE"
+	}
+}
+
+// strs reads a list of strings.
+func (p *parser) strs(dst *[]string) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		p.list(key, v, func(key string, item *yaml.Node) {
+			var s string
+			p.str(&s)(key, item)
+			*dst = append(*dst, s)
+		})
+	}
+}
+
+func (p *parser) allow(dst *Allow) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		p.fields(key, v, map[string]func(string, *yaml.Node){
+			"sha256":      p.strs(&dst.SHA256),
+			"spki_sha256": p.strs(&dst.SPKISHA256),
+			"dns":         p.strs(&dst.DNS),
+			"cn":          p.strs(&dst.CN),
+		})
+	}
+}
+
 func (p *parser) integer(dst *int) func(string, *yaml.Node) {
 	return func(key string, v *yaml.Node) {
 		n, err := strconv.Atoi(v.Value)
@@ -109,17 +141,27 @@ func (p *parser) list(key string, v *yaml.Node, each func(key string, item *yaml
 
 func (p *parser) top(n *yaml.Node, c *Config) {
 	p.fields("", n, map[string]func(string, *yaml.Node){
-		"listen":             p.str(&c.Listen),
-		"admin":              p.str(&c.Admin),
-		"upstream":           p.str(&c.Upstream),
-		"mode":               p.str(&c.Mode),
-		"zone_ca":            p.str(&c.ZoneCA),
-		"max_header_bytes":   p.integer(&c.MaxHeaderBytes),
-		"upstream_timeout":   p.duration(&c.UpstreamTimeout),
-		"shutdown_timeout":   p.duration(&c.ShutdownTimeout),
-		"handshake_timeout":  p.duration(&c.HandshakeTimeout),
-		"cloudflare_ips":     p.str(&c.CloudflareIPs),
-		"ready_min_requests": p.integer(&c.ReadyMinRequests),
+		"listen":                    p.str(&c.Listen),
+		"admin":                     p.str(&c.Admin),
+		"upstream":                  p.str(&c.Upstream),
+		"mode":                      p.str(&c.Mode),
+		"zone_ca":                   p.str(&c.ZoneCA),
+		"max_header_bytes":          p.integer(&c.MaxHeaderBytes),
+		"upstream_timeout":          p.duration(&c.UpstreamTimeout),
+		"shutdown_timeout":          p.duration(&c.ShutdownTimeout),
+		"handshake_timeout":         p.duration(&c.HandshakeTimeout),
+		"cloudflare_ips":            p.str(&c.CloudflareIPs),
+		"strict_hosts":              p.boolean(&c.StrictHosts),
+		"allow_no_sni":              p.boolean(&c.AllowNoSNI),
+		"allow":                     p.allow(&c.Allow),
+		"crl":                       p.str(&c.CRL),
+		"trust_cloudflare_headers":  p.boolean(&c.TrustCloudflareHeaders),
+		"require_cloudflare_source": p.boolean(&c.RequireCloudflareSource),
+		"read_header_timeout":       p.duration(&c.ReadHeaderTimeout),
+		"idle_timeout":              p.duration(&c.IdleTimeout),
+		"max_connections":           p.integer(&c.MaxConnections),
+		"max_handshakes":            p.integer(&c.MaxHandshakes),
+		"ready_min_requests":        p.integer(&c.ReadyMinRequests),
 		"cloudflare_ips_refresh": func(key string, v *yaml.Node) {
 			c.CloudflareIPsRefresh.Interval = DefaultRefreshInterval
 			p.fields(key, v, map[string]func(string, *yaml.Node){
@@ -151,6 +193,8 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 					"ca":       p.str(&h.CA),
 					"mode":     p.str(&h.Mode),
 					"upstream": p.str(&h.Upstream),
+					"allow":    p.allow(&h.Allow),
+					"crl":      p.str(&h.CRL),
 				})
 				c.Hosts = append(c.Hosts, h)
 			})

@@ -123,7 +123,9 @@ func TestAccessLog(t *testing.T) {
 		})
 	}
 	got := h.requests.nonzero()
-	maps.DeleteFunc(got, func(k string, _ int64) bool { return strings.HasPrefix(k, "duration|") || strings.HasPrefix(k, "upstream|") })
+	maps.DeleteFunc(got, func(k string, _ int64) bool {
+		return strings.HasPrefix(k, "duration|") || strings.HasPrefix(k, "upstream|")
+	})
 	if !maps.Equal(got, wantCounts) {
 		t.Errorf("request counters\n got %v\nwant %v", got, wantCounts)
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -340,6 +341,10 @@ type harnessConfig struct {
 	hosts []tlsconfig.PolicySpec
 	// timeout is passed to Upstreams.Routes; default guard.
 	timeout time.Duration
+	// strict, trustCF and requireSource set the matching Set options and
+	// Routes fields; source classifies peers (nil: everyone is "other").
+	strict, trustCF, requireSource bool
+	source                         func(netip.Addr) string
 }
 
 // harness runs the proxy wired as cmd/aopguard/run.go wires it: a
@@ -390,6 +395,7 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	set, err := tlsconfig.NewSet(cfg.zone, cfg.hosts, tlsconfig.Options{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serverCert, nil },
 		Tickets:        tickets,
+		StrictHosts:    cfg.strict,
 		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {
 			// Aggregated over reason and source: the tests count by
 			// host|mode|result|action.
@@ -409,6 +415,7 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rt.TrustCloudflareHeaders, rt.RequireCloudflareSource = cfg.trustCF, cfg.requireSource
 	h.routes.Store(rt)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -416,7 +423,7 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 		t.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
-	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{})
+	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{Source: cfg.source})
 	srv := &http.Server{
 		Handler: NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
 			select {

@@ -11,11 +11,13 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -30,9 +32,16 @@ const (
 // Routes is one immutable snapshot of admission and routing: the policy Set
 // and a backend per policy. Swapping the Routes pointer is a reload.
 type Routes struct {
-	Set      *tlsconfig.Set
-	backends []backend // by Policy.Index
-	timeout  time.Duration
+	Set *tlsconfig.Set
+	// TrustCloudflareHeaders makes CF-Connecting-IP the visitor address
+	// (X-Forwarded-For, X-Real-IP) for connections whose certificate
+	// verified under the request's policy, and, with
+	// RequireCloudflareSource, that come from Cloudflare's ranges. Every
+	// other request has CF-Connecting-IP, True-Client-IP and CF-* removed.
+	TrustCloudflareHeaders  bool
+	RequireCloudflareSource bool
+	backends                []backend // by Policy.Index
+	timeout                 time.Duration
 }
 
 // Handler serves requests from connections accepted by a tlsconfig.Server.
@@ -100,13 +109,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A Host that is not host[:port] could be read differently by the
 		// app than by our policy match: refuse rather than guess.
 		http.Error(w, "400 bad request: malformed Host header", http.StatusBadRequest)
-		h.log.Info().Str("host", r.Host).Str("remote", r.RemoteAddr).Str("sni", ci.SNI).Int("status", http.StatusBadRequest).Msg("request")
+		h.log.Info().Str("host", clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", clip(ci.SNI)).Int("status", http.StatusBadRequest).Msg("request")
 		return
 	}
 	if host == "" {
 		host = ci.SNI
 	}
-	p := rt.Set.Match(host)
+	p, known := rt.Set.Lookup(host)
+	if !known {
+		// strict_hosts: a Host that matches no configured host is not
+		// served, whatever the connection's certificate.
+		http.Error(w, "421 misdirected request: not a configured host", http.StatusMisdirectedRequest)
+		h.log.Info().Str("host", clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", clip(ci.SNI)).
+			Int("status", http.StatusMisdirectedRequest).Str("reason", "unknown_host").Msg("request")
+		return
+	}
 	verdict := ci.Verdict
 	if p != ci.Policy {
 		// The Host selects another policy than the handshake was judged
@@ -121,7 +138,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.ActionFor(verdict) == tlsconfig.Reject {
 		http.Error(&rec, "421 misdirected request: this connection's client certificate is not accepted for "+host, http.StatusMisdirectedRequest)
 	} else {
-		setVerifyHeaders(r.Header, verdict)
+		trusted := rt.TrustCloudflareHeaders && verdict.Result == tlsconfig.Success &&
+			(!rt.RequireCloudflareSource || ci.Source == cfips.Cloudflare)
+		rewriteHeaders(r.Header, verdict, rt.TrustCloudflareHeaders, trusted)
 		upstreamStart = time.Now()
 		b.rp.ServeHTTP(&rec, r)
 	}
@@ -149,9 +168,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.observe(RequestInfo{Policy: p, Verdict: verdict, Conn: ci, Status: status, HealthCheck: health})
 	}
 	e := h.log.Info().
-		Str("host", r.Host).
+		Str("host", clip(r.Host)).
 		Str("policy", p.Name()).
-		Str("sni", ci.SNI).
+		Str("sni", clip(ci.SNI)).
 		Bool("resumed", ci.Resumed).
 		Str("remote", r.RemoteAddr).
 		Str("proto", r.Proto).
@@ -180,14 +199,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.Str("source", ci.Source).Msg("request")
 }
 
-// setVerifyHeaders removes every client-supplied verification header and
-// sets the real ones on the inbound request; the backend's Rewrite copies
-// them to the outbound request after ReverseProxy has dropped hop-by-hop
-// headers, so a client naming them in Connection cannot remove them.
-func setVerifyHeaders(h http.Header, v tlsconfig.Verdict) {
+// rewriteHeaders prepares the inbound request's headers for forwarding:
+// it removes every client-supplied verification header and X-Real-IP
+// (aopguard's to set), sets the real verdict, and handles Cloudflare's
+// visitor headers: when cfMode is on, a trusted request gets X-Real-IP from
+// a well-formed CF-Connecting-IP, any other loses CF-Connecting-IP,
+// True-Client-IP and every CF-* header. The backend's Rewrite copies the
+// headers aopguard set to the outbound request after ReverseProxy has
+// dropped hop-by-hop headers, so a client naming them in Connection cannot
+// remove them.
+func rewriteHeaders(h http.Header, v tlsconfig.Verdict, cfMode, trusted bool) {
 	for k := range h {
-		if ours(k) {
+		switch {
+		case ours(k), foldEqual(k, headerRealIP):
 			delete(h, k)
+		case cfMode && !trusted && (hasFoldPrefix(k, "Cf-") || hasFoldPrefix(k, "Cf_") || foldEqual(k, "True-Client-Ip")):
+			delete(h, k)
+		}
+	}
+	if trusted {
+		if ip, err := netip.ParseAddr(strings.TrimSpace(h.Get("Cf-Connecting-Ip"))); err == nil {
+			h[headerRealIP] = []string{ip.Unmap().String()}
 		}
 	}
 	switch v.Result {
@@ -211,6 +243,23 @@ func ours(k string) bool {
 		return false
 	}
 	return foldEqual(k, HeaderVerify) || foldEqual(k[:len(headerCertPrefix)], headerCertPrefix)
+}
+
+// headerRealIP carries a trusted visitor address from the handler to the
+// backend's Rewrite, and on to the app.
+const headerRealIP = "X-Real-Ip"
+
+func hasFoldPrefix(k, prefix string) bool {
+	return len(k) >= len(prefix) && foldEqual(k[:len(prefix)], prefix)
+}
+
+// clip bounds a client-supplied string before it goes into a log line.
+func clip(s string) string {
+	const max = 256
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
 }
 
 // foldEqual compares header names case-insensitively with '_' == '-'.

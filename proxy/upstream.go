@@ -123,11 +123,16 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 			pr.Out.Host = pr.In.Host // the app routes by the name the visitor asked for
 			pr.SetXForwarded()
 			// Set after ReverseProxy removed the headers the client listed
-			// in Connection: our verdict must always reach the app.
-			for _, k := range [...]string{HeaderVerify, HeaderFingerprint} {
+			// in Connection: what aopguard decided must always reach the app.
+			for _, k := range [...]string{HeaderVerify, HeaderFingerprint, headerRealIP} {
 				if v, ok := pr.In.Header[k]; ok {
 					pr.Out.Header[k] = v
 				}
+			}
+			// A trusted visitor address (see rewriteHeaders) replaces the
+			// edge's address; a client's own X-Forwarded-For never counts.
+			if v, ok := pr.In.Header[headerRealIP]; ok {
+				pr.Out.Header["X-Forwarded-For"] = v
 			}
 		},
 		Transport:    t,

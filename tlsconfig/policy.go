@@ -101,10 +101,16 @@ const (
 	// CA but does under the zone's: Cloudflare is sending the zone
 	// certificate because per-hostname AOP is not (yet) enabled for it.
 	ReasonZoneCertOnHost = "zone_cert_on_host"
+	// ReasonRevoked: the leaf (or an intermediate) is on a CRL of the policy.
+	ReasonRevoked = "revoked"
+	// ReasonNotAllowed: the chain verified but the leaf matches none of
+	// the policy's allow rules.
+	ReasonNotAllowed = "not_allowed"
 )
 
 // FailureReasons lists every Reason of a Failed verdict.
-var FailureReasons = []string{ReasonUntrusted, ReasonExpired, ReasonNotYetValid, ReasonWrongUsage, ReasonInvalid, ReasonZoneCertOnHost}
+var FailureReasons = []string{ReasonUntrusted, ReasonExpired, ReasonNotYetValid, ReasonWrongUsage, ReasonInvalid,
+	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed}
 
 // outcome indexes a verdict for counters: success, none (no reason),
 // missing, then FailureReasons in order.
@@ -139,7 +145,7 @@ func outcomeVerdict(i int) Verdict {
 }
 
 // numOutcomes is 3 + len(FailureReasons); the init check keeps them in step.
-const numOutcomes = 9
+const numOutcomes = 11
 
 func init() {
 	if 3+len(FailureReasons) != numOutcomes {
@@ -194,6 +200,10 @@ type PolicySpec struct {
 	// Upstream is where requests under this policy go; tlsconfig only
 	// carries it so that routing and admission come from one snapshot.
 	Upstream string
+	// Allow narrows the accepted leaves further (optional).
+	Allow AllowRules
+	// CRLs revoke certificates; each must be signed by one of CAs.
+	CRLs []*x509.RevocationList
 }
 
 // Policy is a compiled PolicySpec. It is immutable once built and safe for
@@ -212,6 +222,8 @@ type Policy struct {
 	// zoneRoots is set for a host policy with a CA of its own, to tell
 	// "untrusted" from "zone_cert_on_host".
 	zoneRoots *x509.CertPool
+	allow     AllowRules
+	revoked   revocations
 }
 
 // Name returns "_zone" or the configured host name.
@@ -326,6 +338,12 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 			if c.NotAfter.Before(until) {
 				until = c.NotAfter
 			}
+		}
+		switch {
+		case p.revoked.revoked(chains[0]):
+			return cacheEntry{result: Failed, reason: ReasonRevoked}
+		case !p.allow.Match(leaf):
+			return cacheEntry{result: Failed, reason: ReasonNotAllowed}
 		}
 		return cacheEntry{result: Success, until: until}
 	}

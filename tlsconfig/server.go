@@ -53,7 +53,21 @@ func Info(c net.Conn) *ConnInfo {
 
 type trackedConn struct {
 	net.Conn
-	info ConnInfo
+	info         ConnInfo
+	unrecognized bool // refused by strict host matching
+	release      func()
+	closeOnce    sync.Once
+}
+
+// Close closes the connection and frees its slot under MaxConnections.
+func (t *trackedConn) Close() error {
+	err := t.Conn.Close()
+	t.closeOnce.Do(func() {
+		if t.release != nil {
+			t.release()
+		}
+	})
+	return err
 }
 
 // ServerOptions configure a Server.
@@ -68,15 +82,28 @@ type ServerOptions struct {
 	// Source classifies a peer address (see ConnInfo.Source); nil
 	// classifies every peer as cfips.Other.
 	Source func(remote netip.Addr) string
+	// MaxConnections bounds open connections (0: no bound). At the bound
+	// the listener stops accepting until one closes, leaving the rest in
+	// the kernel's backlog.
+	MaxConnections int
+	// MaxHandshakes bounds handshakes in progress (0: no bound). A
+	// connection that finds no free slot within half of HandshakeTimeout
+	// is closed, so queueing and handshake together stay bounded.
+	MaxHandshakes int
 }
+
+// ErrOverloaded is the handshake error of a connection closed because
+// MaxHandshakes handshakes were in progress for half of HandshakeTimeout.
+var ErrOverloaded = errors.New("aopguard: too many handshakes in progress")
 
 // Server chooses a Policy for each ClientHello from the current Set and
 // completes handshakes off the accept path, so that a slow or hostile client
 // never delays others and every connection handed on has its Verdict.
 type Server struct {
-	current func() *Set
-	opts    ServerOptions
-	base    *tls.Config
+	current    func() *Set
+	opts       ServerOptions
+	base       *tls.Config
+	handshakes chan struct{} // slots under MaxHandshakes; nil: unbounded
 }
 
 // NewServer returns a Server that reads the current Set from current on
@@ -86,6 +113,9 @@ func NewServer(current func() *Set, opts ServerOptions) *Server {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
 	s := &Server{current: current, opts: opts}
+	if opts.MaxHandshakes > 0 {
+		s.handshakes = make(chan struct{}, opts.MaxHandshakes)
+	}
 	s.base = &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		GetConfigForClient: s.configForClient,
@@ -94,12 +124,34 @@ func NewServer(current func() *Set, opts ServerOptions) *Server {
 }
 
 func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	p := s.current().Match(hello.ServerName)
-	if t, ok := hello.Conn.(*trackedConn); ok {
-		t.info.Policy = p
+	set := s.current()
+	p, ok := set.Lookup(hello.ServerName)
+	t, _ := hello.Conn.(*trackedConn)
+	if t != nil {
 		t.info.SNI = hello.ServerName
 	}
+	if !ok {
+		if t != nil {
+			t.unrecognized = true
+		}
+		return set.refuse, nil
+	}
+	if t != nil {
+		t.info.Policy = p
+	}
 	return p.tls, nil
+}
+
+// UnknownHostError is the handshake error of a connection refused because
+// its server name (or its lack of one) matches no configured host while
+// strict_hosts (or allow_no_sni: false) is in force.
+type UnknownHostError struct{ SNI string }
+
+func (e *UnknownHostError) Error() string {
+	if e.SNI == "" {
+		return "aopguard: no server name (direct-to-IP) and allow_no_sni is off"
+	}
+	return "aopguard: server name matches no configured host (strict_hosts)"
 }
 
 // errNoClientCert is crypto/tls's text for a Require handshake without a
@@ -108,8 +160,26 @@ func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error
 const errNoClientCert = "client didn't provide a certificate"
 
 // handshake runs one TLS handshake and fills in the connection's ConnInfo.
-func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
-	t := &trackedConn{Conn: raw}
+func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, error) {
+	raw := t.Conn
+	if s.handshakes != nil {
+		timer := time.NewTimer(s.opts.HandshakeTimeout / 2)
+		select {
+		case s.handshakes <- struct{}{}:
+			timer.Stop()
+			defer func() { <-s.handshakes }()
+		case <-timer.C:
+			t.Close()
+			if s.opts.Observe != nil {
+				s.opts.Observe(&t.info, raw.RemoteAddr(), ErrOverloaded)
+			}
+			return nil, ErrOverloaded
+		case <-ctx.Done():
+			timer.Stop()
+			t.Close()
+			return nil, ctx.Err()
+		}
+	}
 	if ta, ok := raw.RemoteAddr().(*net.TCPAddr); ok {
 		t.info.Remote = ta.AddrPort().Addr().Unmap()
 	}
@@ -124,7 +194,9 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error)
 	info := &t.info
 	if err != nil {
 		var rej *RejectError
-		if errors.As(err, &rej) {
+		if t.unrecognized {
+			err = &UnknownHostError{SNI: info.SNI}
+		} else if errors.As(err, &rej) {
 			info.Verdict, err = rej.Verdict, rej
 		} else if info.Policy != nil && info.Policy.mode == Require && strings.Contains(err.Error(), errNoClientCert) {
 			info.Verdict = Verdict{Result: None, Reason: ReasonMissing}
@@ -136,9 +208,10 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error)
 		if s.opts.Observe != nil {
 			s.opts.Observe(info, raw.RemoteAddr(), err)
 		}
-		if _, refused := err.(*RejectError); refused {
-			lingerClose(raw)
-		} else {
+		switch err.(type) {
+		case *RejectError, *UnknownHostError:
+			lingerClose(t)
+		default:
 			c.Close()
 		}
 		return nil, err
@@ -161,6 +234,9 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (*tls.Conn, error)
 func (s *Server) Listener(inner net.Listener) net.Listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &listener{inner: inner, srv: s, ctx: ctx, cancel: cancel, conns: make(chan net.Conn), done: make(chan struct{})}
+	if s.opts.MaxConnections > 0 {
+		l.slots = make(chan struct{}, s.opts.MaxConnections)
+	}
 	go l.acceptLoop()
 	return l
 }
@@ -173,14 +249,25 @@ type listener struct {
 	conns  chan net.Conn
 	done   chan struct{}
 	once   sync.Once
-	err    error // set before done is closed
+	err    error         // set before done is closed
+	slots  chan struct{} // under MaxConnections; nil: unbounded
 }
 
 func (l *listener) acceptLoop() {
 	var backoff time.Duration
 	for {
+		if l.slots != nil {
+			select {
+			case l.slots <- struct{}{}:
+			case <-l.done:
+				return
+			}
+		}
 		raw, err := l.inner.Accept()
 		if err != nil {
+			if l.slots != nil {
+				<-l.slots
+			}
 			select {
 			case <-l.done:
 				return
@@ -196,8 +283,12 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		t := &trackedConn{Conn: raw}
+		if l.slots != nil {
+			t.release = func() { <-l.slots }
+		}
 		go func() {
-			c, err := l.srv.handshake(l.ctx, raw)
+			c, err := l.srv.handshake(l.ctx, t)
 			if err != nil {
 				return
 			}
@@ -247,11 +338,11 @@ const (
 // kernel send a reset that can overtake the alert, leaving the user with
 // "connection reset" instead of "certificate required". So: half-close,
 // drain what the client sent (bounded in time and bytes), then close.
-func lingerClose(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+func lingerClose(t *trackedConn) {
+	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
-		c.SetReadDeadline(time.Now().Add(lingerTime))
-		io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+		t.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(t.Conn, lingerBytes))
 	}
-	c.Close()
+	t.Close()
 }

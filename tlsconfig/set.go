@@ -28,14 +28,36 @@ type Options struct {
 	Counter func(Labels) Counter
 	// NextProtos are the ALPN protocols offered; default h2, http/1.1.
 	NextProtos []string
+	// StrictHosts refuses server names (and Host headers) that match no
+	// configured host, instead of giving them the zone policy.
+	StrictHosts bool
+	// RefuseNoSNI refuses connections without a server name (direct to
+	// IP) instead of giving them the zone policy.
+	RefuseNoSNI bool
+}
+
+// tls12Suites are the TLS 1.2 cipher suites offered: forward-secret AEAD
+// only. TLS 1.3 suites are not configurable and all strong.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 // Set is an immutable snapshot of every Policy, built once per (re)load.
 type Set struct {
-	zone  *Policy
-	exact map[string]*Policy
-	wild  map[string]*Policy // keyed by the parent domain of "*.parent"
-	list  []*Policy
+	zone        *Policy
+	exact       map[string]*Policy
+	wild        map[string]*Policy // keyed by the parent domain of "*.parent"
+	list        []*Policy
+	strict      bool
+	refuseNoSNI bool
+	// refuse answers a ClientHello for a name no policy accepts: with no
+	// certificate to offer, crypto/tls sends unrecognized_name.
+	refuse *tls.Config
 }
 
 // NewSet compiles the zone policy and the host policies. Host names must be
@@ -48,7 +70,11 @@ func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
 		opts.NextProtos = []string{"h2", "http/1.1"}
 	}
 	zone.Name = ZoneName
-	s := &Set{exact: map[string]*Policy{}, wild: map[string]*Policy{}}
+	s := &Set{exact: map[string]*Policy{}, wild: map[string]*Policy{}, strict: opts.StrictHosts, refuseNoSNI: opts.RefuseNoSNI}
+	s.refuse = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, nil },
+	}
 	for i, spec := range append([]PolicySpec{zone}, hosts...) {
 		p, err := compile(spec, i, opts)
 		if err != nil {
@@ -87,8 +113,14 @@ func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
 	for _, c := range spec.CAs {
 		p.roots.AddCert(c)
 	}
+	revoked, err := newRevocations(spec.CRLs, spec.CAs)
+	if err != nil {
+		return nil, fmt.Errorf("tlsconfig: policy %s: %w", spec.Name, err)
+	}
+	p.allow, p.revoked = spec.Allow, revoked
 	p.tls = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   tls12Suites,
 		GetCertificate: opts.GetCertificate,
 		NextProtos:     opts.NextProtos,
 	}
@@ -163,6 +195,23 @@ func (s *Set) Match(name string) *Policy {
 	}
 	return s.zone
 }
+
+// Lookup is Match for admission: it also reports whether the name is
+// accepted at all. Under StrictHosts a name that matches no configured
+// host is not; with RefuseNoSNI neither is an empty name.
+func (s *Set) Lookup(name string) (*Policy, bool) {
+	p := s.Match(name)
+	switch {
+	case name == "":
+		return p, !s.refuseNoSNI
+	case p == s.zone:
+		return p, !s.strict
+	}
+	return p, true
+}
+
+// Strict reports whether unknown names are refused.
+func (s *Set) Strict() bool { return s.strict }
 
 // RefreshTicketKeys installs the current ticket keys into every Policy; call
 // it after TicketKeys.Rotate.

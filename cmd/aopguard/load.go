@@ -69,6 +69,8 @@ func (a *app) apply(cfg *config.Config) error {
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
 		GetCertificate: a.servers.getCertificate,
 		Tickets:        a.tickets,
+		StrictHosts:    cfg.StrictHosts,
+		RefuseNoSNI:    !cfg.AllowNoSNI,
 		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {
 			return a.metrics.Verification(l.Host, l.Mode, l.Result, l.Reason, l.Action, l.Source)
 		},
@@ -80,6 +82,8 @@ func (a *app) apply(cfg *config.Config) error {
 	if err != nil {
 		return &config.Error{File: cfg.File, Err: err}
 	}
+	routes.TrustCloudflareHeaders = cfg.TrustCloudflareHeaders
+	routes.RequireCloudflareSource = cfg.RequireCloudflareSource
 	// Everything is valid: from here on nothing can fail.
 	if err := a.servers.replace(pairs); err != nil {
 		return err
@@ -175,8 +179,21 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
 	}
 	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+	if zone.Allow, err = allowRules(cfg.File, "allow", cfg.Allow); err != nil {
+		return zone, nil, nil, err
+	}
+	if zone.CRLs, err = loadCRL(cfg.File, "crl", cfg.CRL); err != nil {
+		return zone, nil, nil, err
+	}
 	for i, h := range cfg.Hosts {
 		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+		key := fmt.Sprintf("hosts[%d]", i)
+		if spec.Allow, err = allowRules(cfg.File, key+".allow", h.Allow); err != nil {
+			return zone, nil, nil, err
+		}
+		if spec.CRLs, err = loadCRL(cfg.File, key+".crl", h.CRL); err != nil {
+			return zone, nil, nil, err
+		}
 		if h.Mode != "" {
 			if spec.Mode, err = tlsconfig.ParseMode(h.Mode); err != nil {
 				return zone, nil, nil, bad(fmt.Sprintf("hosts[%d].mode", i), err)
@@ -200,6 +217,38 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 	return zone, hosts, expiries, nil
 }
 
+// allowRules parses the allow rules at key.
+func allowRules(file, key string, a config.Allow) (tlsconfig.AllowRules, error) {
+	var r tlsconfig.AllowRules
+	for name, in := range map[string][]string{"sha256": a.SHA256, "spki_sha256": a.SPKISHA256} {
+		for j, s := range in {
+			h, err := tlsconfig.ParseHash(s)
+			if err != nil {
+				return r, &config.Error{File: file, Key: fmt.Sprintf("%s.%s[%d]", key, name, j), Err: err}
+			}
+			if name == "sha256" {
+				r.SHA256 = append(r.SHA256, h)
+			} else {
+				r.SPKISHA256 = append(r.SPKISHA256, h)
+			}
+		}
+	}
+	r.DNS, r.CN = a.DNS, a.CN
+	return r, nil
+}
+
+// loadCRL reads the CRL at key, if one is configured.
+func loadCRL(file, key, path string) ([]*x509.RevocationList, error) {
+	if path == "" {
+		return nil, nil
+	}
+	crl, err := certs.LoadCRL(path)
+	if err != nil {
+		return nil, &config.Error{File: file, Key: key, Err: err}
+	}
+	return []*x509.RevocationList{crl}, nil
+}
+
 // warnSetup logs configurations that work but are probably not what the
 // operator wants.
 func (a *app) warnSetup(cfg *config.Config, set *tlsconfig.Set, pairs []tls.Certificate) {
@@ -207,9 +256,24 @@ func (a *app) warnSetup(cfg *config.Config, set *tlsconfig.Set, pairs []tls.Cert
 		a.log.Warn().Strs("names", selfSignedNames).
 			Msg("no server certificate configured: serving a self-signed one generated at start; configure certificates (or --cert/--key) for production")
 	}
+	cf := certs.CloudflareOriginPullCA()
 	for _, p := range set.Policies() {
 		if p.Mode() == tlsconfig.Off {
 			a.log.Warn().Str("policy", p.Name()).Msg("client certificates are not checked for this policy (mode off)")
+			continue
+		}
+		onlyShared := len(p.CAs()) > 0
+		for _, c := range p.CAs() {
+			onlyShared = onlyShared && c.Equal(cf)
+		}
+		switch {
+		case !onlyShared:
+		case p.Name() == tlsconfig.ZoneName && !cfg.StrictHosts:
+			a.log.Warn().Str("policy", p.Name()).
+				Msg("the zone trusts Cloudflare's shared origin-pull CA and strict_hosts is off: any Cloudflare account can reach this origin; list your hostnames under hosts: and set strict_hosts: true")
+		case p.Name() != tlsconfig.ZoneName:
+			a.log.Warn().Str("policy", p.Name()).
+				Msg("this host relies only on Cloudflare's shared origin-pull CA, which every Cloudflare account presents: use per-hostname AOP with your own CA (ca:) to shut out other accounts")
 		}
 	}
 }

@@ -45,6 +45,7 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 		host = info.Policy.Name()
 	}
 	var rej *tlsconfig.RejectError
+	var unknown *tlsconfig.UnknownHostError
 	switch {
 	case err == nil:
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "ok")
@@ -52,7 +53,7 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 			a.clients.seen(info.Policy.Name(), info.Peer[0])
 		}
 		if info.Policy.ActionFor(info.Verdict) == tlsconfig.WouldReject {
-			a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", info.SNI).
+			a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).
 				Str("policy", info.Policy.Name()).Str("mode", info.Policy.Mode().String()).Str("reason", info.Verdict.Reason).
 				Str("fingerprint", info.Verdict.Fingerprint).Str("subject", info.Verdict.Subject).
 				Msg("client certificate would be refused under require (log-only: admitted)")
@@ -61,14 +62,18 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "refused")
 		a.tracker.Record(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
 			Reason: rej.Verdict.Reason, Source: info.Source, Remote: info.Remote})
-		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", info.SNI).
+		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).
 			Str("policy", rej.Policy.Name()).Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
 			Str("fingerprint", rej.Verdict.Fingerprint).Str("subject", rej.Verdict.Subject).
 			Msg("handshake refused: client certificate not accepted")
+	case errors.As(err, &unknown):
+		a.metrics.Handshake(host, "unknown", false, "refused")
+		a.log.Info().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).
+			Msg("handshake refused: server name matches no configured host")
 	default:
 		a.metrics.HandshakeError()
 		a.metrics.Handshake(host, "unknown", false, "error")
-		a.log.Debug().Str("remote", remote.String()).Str("source", info.Source).Str("sni", info.SNI).Err(err).Msg("tls handshake failed")
+		a.log.Debug().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).Err(err).Msg("tls handshake failed")
 	}
 }
 
@@ -183,4 +188,13 @@ func (a *app) checkExpiries() {
 		warnExpiry(a.log, now, e.Role, e.Host, e.Cert)
 	}
 	a.clients.each(func(host string, c *x509.Certificate) { warnExpiry(a.log, now, "client", host, c) })
+}
+
+// clip bounds a client-supplied string before it goes into a log line.
+func clip(s string) string {
+	const max = 256
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
 }

@@ -153,6 +153,8 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Observe:          a.observeHandshake,
 		Source:           a.source,
+		MaxConnections:   cfg.MaxConnections,
+		MaxHandshakes:    cfg.MaxHandshakes,
 	})
 	srv := &http.Server{
 		Handler:     proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}),
@@ -160,8 +162,8 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		// net/http reads up to MaxHeaderBytes+4096 before answering 431;
 		// subtract the slack so the configured figure is the real bound.
 		MaxHeaderBytes:    max(cfg.MaxHeaderBytes-4096, 1024),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "http"}, "", 0),
 	}
 	admin := &http.Server{
@@ -291,8 +293,10 @@ func (a *app) reload(f *flags) {
 	cfg, err := f.config()
 	if err == nil {
 		old := a.config()
-		if cfg.Listen != old.Listen || cfg.Admin != old.Admin {
-			a.log.Warn().Msg("listen and admin addresses change only on restart; keeping the current ones")
+		if cfg.Listen != old.Listen || cfg.Admin != old.Admin || cfg.MaxConnections != old.MaxConnections ||
+			cfg.MaxHandshakes != old.MaxHandshakes || cfg.HandshakeTimeout != old.HandshakeTimeout ||
+			cfg.ReadHeaderTimeout != old.ReadHeaderTimeout || cfg.IdleTimeout != old.IdleTimeout || cfg.MaxHeaderBytes != old.MaxHeaderBytes {
+			a.log.Warn().Msg("listen, admin, limits and timeouts change only on restart; keeping the current ones")
 		}
 		err = a.apply(cfg)
 	}
