@@ -5,6 +5,8 @@
 //	aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
 //	aopguard status [--admin ADDR] [--json]
+//	aopguard check --origin ADDR --host NAME [--client-cert FILE --client-key FILE] [--expect require|log-only] [--json]
+//	aopguard certs ca|client|payload|inspect [flags]
 //	aopguard version
 package main
 
@@ -36,9 +38,12 @@ const usage = `aopguard lets only Cloudflare (Authenticated Origin Pulls) reach 
 Usage:
   aopguard run [flags]    terminate TLS, verify client certificates, proxy to the app
   aopguard status         is it safe to switch log-only policies to require?
+  aopguard check [flags]  probe a deployed origin as an attacker and as Cloudflare would
+  aopguard certs CMD      make a private AOP CA and client certificates, the upload
+                          JSON for Cloudflare, or inspect certificates
   aopguard version        print the version
 
-Run "aopguard run -h" for the flags.
+Run "aopguard COMMAND -h" for a command's flags.
 `
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
@@ -51,6 +56,10 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return runCommand(args[1:], stderr)
 	case "status":
 		return statusCommand(args[1:], stdout, stderr)
+	case "check":
+		return checkCommand(args[1:], stdout, stderr)
+	case "certs":
+		return certsCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "aopguard %s\n", versionString())
 		return exitOK

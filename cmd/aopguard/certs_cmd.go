@@ -1,0 +1,476 @@
+package main
+
+import (
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aopguard/aopguard/certs"
+	"github.com/aopguard/aopguard/config"
+	"github.com/aopguard/aopguard/tlsconfig"
+)
+
+const certsUsage = `Usage: aopguard certs COMMAND [flags]
+
+Certificates for Authenticated Origin Pulls with your own CA (per-hostname
+AOP, or zone-level AOP with a customer certificate):
+
+  ca       make a private CA: the CA the origin trusts
+  client   issue a client certificate from it: the one uploaded to Cloudflare
+  payload  print the JSON body for Cloudflare's upload (or hostname) API call
+  inspect  describe certificates, and which aopguard policies accept them
+
+The workflow:
+
+  aopguard certs ca --cn "Example AOP CA" --out ca          # ca.pem, ca.key
+  aopguard certs client --ca ca --cn app.example.com --out client
+  aopguard certs payload --cert client.pem --key client.key > upload.json
+  curl -X POST https://api.cloudflare.com/client/v4/zones/$ZONE/origin_tls_client_auth/hostnames/certificates \
+       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d @upload.json
+  aopguard certs payload --hostnames app.example.com --cert-id $ID > enable.json
+  curl -X PUT https://api.cloudflare.com/client/v4/zones/$ZONE/origin_tls_client_auth/hostnames \
+       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d @enable.json
+  aopguard check --origin 203.0.113.7:443 --host app.example.com --insecure \
+       --client-cert client.pem --client-key client.key
+
+Keys are written with mode 0600 and no existing file is overwritten without
+--force. Exit status: 0 on success, 1 when the files given cannot be used or
+an operation fails, 2 for a bad invocation (unknown flags, missing values,
+an output file that exists).
+
+Run "aopguard certs COMMAND -h" for a command's flags.
+`
+
+func certsCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, certsUsage)
+		return exitConfig
+	}
+	var err error
+	switch args[0] {
+	case "ca":
+		err = certsCA(args[1:], stdout, stderr)
+	case "client":
+		err = certsClient(args[1:], stdout, stderr)
+	case "payload":
+		err = certsPayload(args[1:], stdout, stderr)
+	case "inspect":
+		err = certsInspect(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, certsUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "aopguard certs: unknown command %q\n\n%s", args[0], certsUsage)
+		return exitConfig
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "aopguard certs %s: %v\n", args[0], err)
+		return exitCode(err)
+	}
+	return exitOK
+}
+
+func badInvocation(err error) error { return &exitError{exitConfig, err} }
+
+// newCertsFlags returns a flag set whose -h output starts with usage.
+func newCertsFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("aopguard certs "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseAll parses flags and positional arguments in any order
+// ("inspect a.pem --config x.yaml").
+func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, badInvocation(err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func noArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return badInvocation(err)
+	}
+	if fs.NArg() > 0 {
+		return badInvocation(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	return nil
+}
+
+// keyFlags are the key algorithm flags of ca and client.
+type keyFlags struct {
+	keyType string
+	rsaBits int
+}
+
+func (k *keyFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&k.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256) or rsa")
+	fs.IntVar(&k.rsaBits, "rsa-bits", certs.DefaultRSABits, "RSA key size in `BITS` (2048, 3072 or 4096) with --key-type rsa")
+}
+
+func (k *keyFlags) apply(o *certs.IssueOptions) error {
+	t, err := certs.ParseKeyType(k.keyType)
+	if err != nil {
+		return badInvocation(fmt.Errorf("--key-type: %w", err))
+	}
+	if k.rsaBits != 2048 && k.rsaBits != 3072 && k.rsaBits != 4096 {
+		return badInvocation(fmt.Errorf("--rsa-bits: %d is not one of 2048, 3072, 4096", k.rsaBits))
+	}
+	o.Key, o.RSABits = t, k.rsaBits
+	return nil
+}
+
+// writeIssued writes a pair and reports it; an existing file is an
+// invocation error (pick another --out or add --force).
+func writeIssued(iss *certs.Issued, out string, force bool, stdout io.Writer) (string, string, error) {
+	certFile, keyFile := certs.PairPaths(out)
+	if err := certs.WritePair(iss, certFile, keyFile, force); err != nil {
+		if errors.Is(err, certs.ErrExists) {
+			return "", "", badInvocation(err)
+		}
+		return "", "", err
+	}
+	fmt.Fprintf(stdout, "wrote %s (certificate) and %s (private key, mode 0600)\n", certFile, keyFile)
+	fmt.Fprintf(stdout, "  subject %s, %s, valid until %s, sha256 %s\n", iss.Cert.Subject, certs.KeyDescription(iss.Cert.PublicKey),
+		iss.Cert.NotAfter.UTC().Format(time.RFC3339), certs.Fingerprint(iss.Cert.Raw))
+	return certFile, keyFile, nil
+}
+
+const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out ca] [--days 3650] [--key-type ecdsa|rsa] [--force]
+
+Makes a private CA for Authenticated Origin Pulls: OUT.pem (the certificate:
+trust it at the origin, e.g. aopguard's hosts[].ca or zone_ca, nginx's
+ssl_client_certificate) and OUT.key (its private key, mode 0600: keep it
+offline; it is needed only to issue client certificates). The CA is CA:TRUE
+with path length 0 and the keyCertSign and cRLSign key usages. Defaults:
+ECDSA P-256, valid 3650 days (10 years).
+
+Flags:
+`
+
+func certsCA(args []string, stdout, stderr io.Writer) error {
+	fs := newCertsFlags("ca", certsCAUsage, stderr)
+	var (
+		cn, out string
+		days    int
+		force   bool
+		kf      keyFlags
+	)
+	fs.StringVar(&cn, "cn", "", "the CA's common `NAME`, e.g. \"Example AOP CA\" (required)")
+	fs.StringVar(&out, "out", "ca", "write `BASE`.pem and BASE.key")
+	fs.IntVar(&days, "days", certs.DefaultCADays, "validity in `DAYS`")
+	fs.BoolVar(&force, "force", false, "overwrite existing files")
+	kf.register(fs)
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	o := certs.IssueOptions{CommonName: cn, Days: days}
+	if err := kf.apply(&o); err != nil {
+		return err
+	}
+	if strings.TrimSpace(cn) == "" {
+		return badInvocation(errors.New("--cn is required"))
+	}
+	if days <= 0 {
+		return badInvocation(fmt.Errorf("--days: %d is not positive", days))
+	}
+	ca, err := certs.NewCA(o)
+	if err != nil {
+		return err
+	}
+	certFile, _, err := writeIssued(ca, out, force, stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "next: aopguard certs client --ca %s --cn app.example.com --out client\n", strings.TrimSuffix(certFile, ".pem"))
+	return nil
+}
+
+const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca ca] [--out client] [--days 365] [--key-type ecdsa|rsa] [--force]
+
+Issues the client certificate Cloudflare presents to the origin: OUT.pem and
+OUT.key (mode 0600), signed by the CA in CA.pem/CA.key (from "aopguard certs
+ca"). It is a leaf (CA:FALSE; Cloudflare rejects CA uploads) with the
+clientAuth extended key usage; a NAME that is a hostname is also put in the
+subjectAltName. Defaults: ECDSA P-256, valid 365 days, never beyond the CA.
+
+Flags:
+`
+
+func certsClient(args []string, stdout, stderr io.Writer) error {
+	fs := newCertsFlags("client", certsClientUsage, stderr)
+	var (
+		cn, out, ca string
+		days        int
+		force       bool
+		kf          keyFlags
+	)
+	fs.StringVar(&cn, "cn", "", "the certificate's common `NAME`, e.g. app.example.com (required)")
+	fs.StringVar(&ca, "ca", "ca", "sign with the CA in `BASE`.pem and BASE.key")
+	fs.StringVar(&out, "out", "client", "write `BASE`.pem and BASE.key")
+	fs.IntVar(&days, "days", certs.DefaultClientDays, "validity in `DAYS`")
+	fs.BoolVar(&force, "force", false, "overwrite existing files")
+	kf.register(fs)
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	o := certs.IssueOptions{CommonName: cn, Days: days}
+	if err := kf.apply(&o); err != nil {
+		return err
+	}
+	if strings.TrimSpace(cn) == "" {
+		return badInvocation(errors.New("--cn is required"))
+	}
+	if days <= 0 {
+		return badInvocation(fmt.Errorf("--days: %d is not positive", days))
+	}
+	caCert, caKey := certs.PairPaths(ca)
+	issuer, err := certs.LoadIssuer(caCert, caKey)
+	if err != nil {
+		return fmt.Errorf("--ca: %w", err)
+	}
+	leaf, err := certs.IssueClient(issuer, o)
+	if err != nil {
+		return err
+	}
+	certFile, keyFile, err := writeIssued(leaf, out, force, stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "next: aopguard certs payload --cert %s --key %s > upload.json\n", certFile, keyFile)
+	return nil
+}
+
+const certsPayloadUsage = `Usage: aopguard certs payload --cert client.pem --key client.key
+       aopguard certs payload --hostnames app.example.com[,...] --cert-id ID [--disable]
+
+With --cert and --key, prints the JSON body for Cloudflare's certificate
+upload endpoints (POST /zones/:zone/origin_tls_client_auth/hostnames/certificates
+for per-hostname AOP, POST /zones/:zone/origin_tls_client_auth for a zone-level
+customer certificate): {"certificate": "...", "private_key": "..."} with the
+PEM newlines escaped properly. EC PARAMETERS blocks are dropped. It refuses a
+key that does not match the certificate, an encrypted key, a CA certificate
+and a certificate without the clientAuth usage.
+
+With --hostnames and --cert-id (the id from the upload's answer), prints the
+body for PUT /zones/:zone/origin_tls_client_auth/hostnames, which enables
+per-hostname AOP: {"config":[{"hostname":"...","cert_id":"...","enabled":true}]}.
+
+Flags:
+`
+
+func certsPayload(args []string, stdout, stderr io.Writer) error {
+	fs := newCertsFlags("payload", certsPayloadUsage, stderr)
+	var (
+		certFile, keyFile, hostnames, certID string
+		disable                              bool
+	)
+	fs.StringVar(&certFile, "cert", "", "the client certificate, PEM `FILE`")
+	fs.StringVar(&keyFile, "key", "", "its private key, PEM `FILE` (unencrypted)")
+	fs.StringVar(&hostnames, "hostnames", "", "comma-separated host `NAMES` to enable per-hostname AOP for")
+	fs.StringVar(&certID, "cert-id", "", "the uploaded certificate's `ID`, with --hostnames")
+	fs.BoolVar(&disable, "disable", false, "with --hostnames: \"enabled\": false, to turn per-hostname AOP off")
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	upload, enable := certFile != "" || keyFile != "", hostnames != "" || certID != ""
+	switch {
+	case upload && enable:
+		return badInvocation(errors.New("--cert/--key (upload body) and --hostnames/--cert-id (enable body) are separate calls: give one pair"))
+	case !upload && !enable:
+		return badInvocation(errors.New("give --cert and --key, or --hostnames and --cert-id"))
+	case enable:
+		if hostnames == "" || certID == "" {
+			return badInvocation(errors.New("--hostnames and --cert-id go together"))
+		}
+		body, err := certs.NewHostnamesBody(strings.Split(hostnames, ","), certID, !disable)
+		if err != nil {
+			return badInvocation(err)
+		}
+		return writeBody(stdout, body)
+	}
+	if certFile == "" || keyFile == "" {
+		return badInvocation(errors.New("--cert and --key go together"))
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	body, warnings, err := certs.NewUploadBody(certPEM, keyPEM, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s with %s: %w", certFile, keyFile, err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "aopguard certs payload: warning: %s\n", w)
+	}
+	return writeBody(stdout, body)
+}
+
+func writeBody(w io.Writer, body any) error {
+	b, err := certs.MarshalBody(body)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+const certsInspectUsage = `Usage: aopguard certs inspect [--config aopguard.yaml] FILE...
+
+Describes every certificate in each PEM FILE (bundles too): subject, issuer,
+subjectAltNames, key type, validity with days left, SHA-256 fingerprint (as in
+aopguard's X-Client-Cert-Fingerprint), CA or leaf, and whether it chains to
+Cloudflare's origin-pull CA (embedded in aopguard). With --config, also which
+of that configuration's policies accept it as a client certificate (the other
+certificates in the same file serve as intermediates), or, for a CA, which
+policies trust it.
+
+Flags:
+`
+
+func certsInspect(args []string, stdout, stderr io.Writer) error {
+	fs := newCertsFlags("inspect", certsInspectUsage, stderr)
+	var configFile string
+	fs.StringVar(&configFile, "config", "", "judge each certificate under the policies of aopguard configuration `FILE`")
+	files, err := parseAll(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return badInvocation(errors.New("name at least one PEM file"))
+	}
+	var set *tlsconfig.Set
+	if configFile != "" {
+		if set, err = loadPolicySet(configFile); err != nil {
+			return badInvocation(err)
+		}
+	}
+	now := time.Now()
+	var failed []string
+	printed := false
+	for _, file := range files {
+		cs, err := certs.LoadBundle(file)
+		if err != nil {
+			fmt.Fprintf(stderr, "aopguard certs inspect: %v\n", err)
+			failed = append(failed, file)
+			continue
+		}
+		for i, c := range cs {
+			if printed {
+				fmt.Fprintln(stdout)
+			}
+			printed = true
+			fmt.Fprintf(stdout, "%s [%d/%d]\n", file, i+1, len(cs))
+			others := make([]*x509.Certificate, 0, len(cs)-1)
+			for j, o := range cs {
+				if j != i {
+					others = append(others, o)
+				}
+			}
+			if err := certs.Inspect(c, others, now).WriteText(stdout, "  "); err != nil {
+				return err
+			}
+			if set != nil {
+				writeVerdicts(stdout, set, c, others)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("could not read %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// loadPolicySet compiles the policies of an aopguard configuration file
+// exactly as "aopguard run" does.
+func loadPolicySet(file string) (*tlsconfig.Set, error) {
+	cfg, err := config.Load(file)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	zone, hosts, _, err := policySpecs(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	tickets, err := tlsconfig.NewTicketKeys()
+	if err != nil {
+		return nil, err
+	}
+	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{Tickets: tickets})
+	if err != nil {
+		return nil, fmt.Errorf("--config: %s: %w", file, err)
+	}
+	return set, nil
+}
+
+// writeVerdicts reports, for a CA, which policies trust it, and for a leaf
+// each policy's verdict on it as a client certificate.
+func writeVerdicts(w io.Writer, set *tlsconfig.Set, c *x509.Certificate, others []*x509.Certificate) {
+	const indent = "  "
+	if c.IsCA {
+		var trusted []string
+		for _, p := range set.Policies() {
+			for _, ca := range p.CAs() {
+				if ca.Equal(c) {
+					trusted = append(trusted, fmt.Sprintf("%s (%s)", p.Name(), p.Mode()))
+					break
+				}
+			}
+		}
+		fmt.Fprintf(w, "%s%-12s %s\n", indent, "trusted by:", orNoPolicy(trusted))
+		return
+	}
+	var accepted []string
+	fmt.Fprintf(w, "%spolicies (as a client certificate):\n", indent)
+	chain := append([]*x509.Certificate{c}, others...)
+	for _, p := range set.Policies() {
+		v := p.Verify(chain)
+		var what string
+		switch {
+		case p.Mode() == tlsconfig.Off:
+			what = "allow: not checked (mode off)"
+		default:
+			what = fmt.Sprintf("%s: %s", p.ActionFor(v), v.Header())
+		}
+		if v.Result == tlsconfig.Success {
+			accepted = append(accepted, p.Name())
+		}
+		fmt.Fprintf(w, "%s  %-28s %s\n", indent, fmt.Sprintf("%s (%s)", p.Name(), p.Mode()), what)
+	}
+	fmt.Fprintf(w, "%s%-12s %s\n", indent, "accepted by:", orNoPolicy(accepted))
+}
+
+func orNoPolicy(names []string) string {
+	if len(names) == 0 {
+		return "no policy"
+	}
+	return strings.Join(names, ", ")
+}
