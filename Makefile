@@ -5,7 +5,12 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOBIN       := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test lint bench clean
+FUZZTIME    ?= 10s
+# package:target pairs run by `make fuzz`.
+FUZZ        := config:FuzzParse certs:FuzzParseBundle tlsconfig:FuzzAllowRules \
+               proxy:FuzzRewriteHeaders proxy:FuzzHostOnly
+
+.PHONY: build test lint fuzz soak bench clean
 
 ## build: a static aopguard binary in ./aopguard
 build:
@@ -23,6 +28,18 @@ lint:
 	$(GO) vet ./...
 	@test -x $(GOBIN)/staticcheck || $(GO) install $(STATICCHECK)
 	$(GOBIN)/staticcheck ./...
+
+## fuzz: each fuzz target for FUZZTIME (CI: 5s each; new failures land in testdata/fuzz)
+fuzz:
+	@set -e; for f in $(FUZZ); do \
+	  pkg=$${f%%:*}; target=$${f#*:}; \
+	  echo "fuzz $$target ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+	done
+
+## soak: mixed hostile and valid traffic against the real binary under faults (a few minutes)
+soak:
+	$(GO) test -tags soak -run TestSoak -count=1 -timeout 15m -v ./cmd/aopguard
 
 ## bench: hot-path micro-benchmarks (no assertions on timing)
 bench:

@@ -34,6 +34,8 @@ func TestHostOnly(t *testing.T) {
 		{"a.b:4430000", "", false},
 		{"[::1", "", false},
 		{"[::1]x", "", false},
+		{"[:]", "", false}, // found by FuzzHostOnly
+		{"[a.b]:443", "", false},
 	}
 	for _, tt := range tests {
 		got, ok := hostOnly(tt.in)

@@ -289,8 +289,8 @@ func foldEqual(a, b string) bool {
 func hostOnly(h string) (string, bool) {
 	if strings.HasPrefix(h, "[") {
 		end := strings.IndexByte(h, ']')
-		if end < 0 || !validPort(h[end+1:]) {
-			return "", false
+		if end < 0 || !validPort(h[end+1:]) || net.ParseIP(h[1:end]) == nil {
+			return "", false // brackets hold an IP address, nothing else
 		}
 		return h[1:end], true
 	}

@@ -25,6 +25,10 @@ type AllowRules struct {
 // openssl prints it) or as standard base64 (as HPKP pins were written).
 func ParseHash(s string) ([32]byte, error) {
 	var out [32]byte
+	if strings.ContainsAny(strings.TrimSpace(s), "\r\n\t ") {
+		// encoding/base64 skips line breaks; a pin is one token.
+		return out, fmt.Errorf("%q contains white space", s)
+	}
 	h := strings.ReplaceAll(strings.TrimSpace(s), ":", "")
 	if b, err := hex.DecodeString(h); err == nil && len(b) == 32 {
 		copy(out[:], b)
