@@ -10,6 +10,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -32,6 +33,7 @@ import (
 // only those override the config file.
 type flags struct {
 	configFile, listen, admin, upstream, mode, zoneCA, cert, key, logLevel string
+	adminPprof                                                             bool
 	set                                                                    map[string]bool
 }
 
@@ -48,6 +50,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.cert, "cert", "", "serve the origin certificate chain in `FILE`")
 	fs.StringVar(&f.key, "key", "", "with the private key in `FILE`")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log at `LEVEL`: debug, info, warn or error")
+	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve Go's profiler at /debug/pprof/ on the admin listener")
 	if err := fs.Parse(args); err != nil {
 		return nil, &exitError{exitConfig, err}
 	}
@@ -167,7 +170,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "http"}, "", 0),
 	}
 	admin := &http.Server{
-		Handler:           a.adminHandler(),
+		Handler:           a.adminHandler(f.adminPprof),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "admin"}, "", 0),
 	}
@@ -308,8 +311,15 @@ func (a *app) reload(f *flags) {
 	a.log.Info().Msg("reload complete")
 }
 
-func (a *app) adminHandler() http.Handler {
+func (a *app) adminHandler(withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.HandleFunc("GET /status", a.serveStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -372,3 +372,21 @@ func TestMain_NoArgs(t *testing.T) {
 		t.Fatalf("run -h: %d", code)
 	}
 }
+
+func TestAdminPprofIsOptIn(t *testing.T) {
+	up := newUpstream(t)
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{{nil, http.StatusNotFound}, {[]string{"--admin-pprof"}, http.StatusOK}} {
+		g := start(t, append([]string{"--upstream", up.URL}, tc.args...)...)
+		resp, err := http.Get("http://" + g.admin + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%v: /debug/pprof/ answered %d, want %d", tc.args, resp.StatusCode, tc.want)
+		}
+	}
+}
