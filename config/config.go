@@ -84,6 +84,10 @@ type Config struct {
 	IdleTimeout       time.Duration
 	MaxConnections    int
 	MaxHandshakes     int
+
+	// ReloadCheckInterval is how often the files the configuration reads
+	// are compared with what was loaded, besides file notifications.
+	ReloadCheckInterval time.Duration
 }
 
 // Allow narrows a policy to particular client certificates (see
@@ -112,6 +116,7 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMaxConnections    = 16384
 	DefaultMaxHandshakes     = 1024
+	DefaultReloadCheck       = time.Minute
 )
 
 // KeyPair is one server certificate chain and its key.
@@ -162,20 +167,21 @@ func (e *Error) Unwrap() error { return e.Err }
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	return &Config{
-		Listen:            DefaultListen,
-		Admin:             DefaultAdmin,
-		Mode:              DefaultMode,
-		ZoneCA:            DefaultZoneCA,
-		MaxHeaderBytes:    DefaultMaxHeaderBytes,
-		UpstreamTimeout:   DefaultUpstreamTimeout,
-		ShutdownTimeout:   DefaultShutdownTimeout,
-		HandshakeTimeout:  DefaultHandshakeTimout,
-		ReadyMinRequests:  DefaultReadyMinRequests,
-		AllowNoSNI:        true,
-		ReadHeaderTimeout: DefaultReadHeaderTimeout,
-		IdleTimeout:       DefaultIdleTimeout,
-		MaxConnections:    DefaultMaxConnections,
-		MaxHandshakes:     DefaultMaxHandshakes,
+		Listen:              DefaultListen,
+		Admin:               DefaultAdmin,
+		Mode:                DefaultMode,
+		ZoneCA:              DefaultZoneCA,
+		MaxHeaderBytes:      DefaultMaxHeaderBytes,
+		UpstreamTimeout:     DefaultUpstreamTimeout,
+		ShutdownTimeout:     DefaultShutdownTimeout,
+		HandshakeTimeout:    DefaultHandshakeTimout,
+		ReadyMinRequests:    DefaultReadyMinRequests,
+		AllowNoSNI:          true,
+		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
+		IdleTimeout:         DefaultIdleTimeout,
+		MaxConnections:      DefaultMaxConnections,
+		MaxHandshakes:       DefaultMaxHandshakes,
+		ReloadCheckInterval: DefaultReloadCheck,
 	}
 }
 
@@ -327,11 +333,12 @@ func (c *Config) Validate() error {
 		return bad("max_handshakes", "must be at least 1")
 	}
 	for key, d := range map[string]time.Duration{
-		"upstream_timeout":    c.UpstreamTimeout,
-		"shutdown_timeout":    c.ShutdownTimeout,
-		"handshake_timeout":   c.HandshakeTimeout,
-		"read_header_timeout": c.ReadHeaderTimeout,
-		"idle_timeout":        c.IdleTimeout,
+		"upstream_timeout":      c.UpstreamTimeout,
+		"shutdown_timeout":      c.ShutdownTimeout,
+		"handshake_timeout":     c.HandshakeTimeout,
+		"read_header_timeout":   c.ReadHeaderTimeout,
+		"idle_timeout":          c.IdleTimeout,
+		"reload_check_interval": c.ReloadCheckInterval,
 	} {
 		if d <= 0 {
 			return bad(key, "must be a positive duration such as 30s")

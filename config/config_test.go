@@ -382,6 +382,7 @@ read_header_timeout: 5s
 idle_timeout: 1m
 max_connections: 1000
 max_handshakes: 64
+reload_check_interval: 30s
 max_header_bytes: 131072
 upstream_timeout: 2m
 shutdown_timeout: 45s
@@ -427,6 +428,7 @@ func TestParseFull(t *testing.T) {
 		IdleTimeout:             time.Minute,
 		MaxConnections:          1000,
 		MaxHandshakes:           64,
+		ReloadCheckInterval:     30 * time.Second,
 		MaxHeaderBytes:          131072,
 		UpstreamTimeout:         2 * time.Minute,
 		ShutdownTimeout:         45 * time.Second,

@@ -161,6 +161,7 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 		"idle_timeout":              p.duration(&c.IdleTimeout),
 		"max_connections":           p.integer(&c.MaxConnections),
 		"max_handshakes":            p.integer(&c.MaxHandshakes),
+		"reload_check_interval":     p.duration(&c.ReloadCheckInterval),
 		"ready_min_requests":        p.integer(&c.ReadyMinRequests),
 		"cloudflare_ips_refresh": func(key string, v *yaml.Node) {
 			c.CloudflareIPsRefresh.Interval = DefaultRefreshInterval

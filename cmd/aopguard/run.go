@@ -138,6 +138,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		return err
 	}
 	defer a.close()
+	a.lastHash = contentHash(watchedFiles(f.configFile, cfg))
 	if err := a.apply(cfg); err != nil {
 		m.Reloaded(false, 0)
 		return &exitError{exitConfig, err}
@@ -191,10 +192,11 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	refreshCtx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
 	go a.refreshRanges(refreshCtx)
+	go a.watch(refreshCtx, f)
 	for {
 		select {
 		case <-hup:
-			a.reload(f)
+			a.reload(f, "SIGHUP")
 		case <-rotate.C:
 			a.rotateTickets()
 		case <-daily.C:
@@ -251,6 +253,7 @@ type app struct {
 	loaded    atomic.Pointer[[]metrics.Expiry] // certificates of the running configuration
 	policyIDs map[string]string                // policy name -> mode and CA fingerprints, to reset stale evidence
 	refreshed *cfips.List                      // last good download of the ranges, if any
+	lastHash  [32]byte                         // content of the watched files at the last load attempt
 }
 
 func newApp(logger zerolog.Logger, m *metrics.Metrics) (*app, error) {
@@ -291,9 +294,17 @@ func (a *app) rotateTickets() {
 
 // reload re-reads the configuration and every file it names. Any failure
 // leaves the running state untouched.
-func (a *app) reload(f *flags) {
-	a.log.Info().Msg("reloading configuration (SIGHUP)")
+func (a *app) reload(f *flags, why string) {
+	a.log.Info().Str("trigger", why).Msg("reloading configuration")
 	cfg, err := f.config()
+	files := a.config()
+	if err == nil {
+		files = cfg
+	}
+	sum := contentHash(watchedFiles(f.configFile, files))
+	a.mu.Lock()
+	a.lastHash = sum
+	a.mu.Unlock()
 	if err == nil {
 		old := a.config()
 		if cfg.Listen != old.Listen || cfg.Admin != old.Admin || cfg.MaxConnections != old.MaxConnections ||
