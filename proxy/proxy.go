@@ -218,7 +218,9 @@ func rewriteHeaders(h http.Header, v tlsconfig.Verdict, cfMode, trusted bool) {
 		}
 	}
 	if trusted {
-		if ip, err := netip.ParseAddr(strings.TrimSpace(h.Get("Cf-Connecting-Ip"))); err == nil {
+		// A zone ("fe80::1%eth0") is never a visitor's address; netip
+		// would accept any text after the '%'.
+		if ip, err := netip.ParseAddr(strings.TrimSpace(h.Get("Cf-Connecting-Ip"))); err == nil && ip.Zone() == "" {
 			h[headerRealIP] = []string{ip.Unmap().String()}
 		}
 	}
