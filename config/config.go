@@ -88,7 +88,37 @@ type Config struct {
 	// ReloadCheckInterval is how often the files the configuration reads
 	// are compared with what was loaded, besides file notifications.
 	ReloadCheckInterval time.Duration
+
+	// ACME, when set, obtains and renews server certificates for Names.
+	ACME *ACME
 }
+
+// ACME configures certificates obtained from an ACME CA through certmagic.
+type ACME struct {
+	Email string
+	// CA is the ACME directory URL.
+	CA string
+	// CARoot, if set, is a PEM bundle trusted for the ACME server's own
+	// HTTPS (a private ACME CA such as step-ca or Pebble).
+	CARoot    string
+	Names     []string
+	Challenge string // http-01 or tls-alpn-01
+	// HTTPListen serves http-01 challenges and redirects everything else
+	// to https (required for http-01).
+	HTTPListen string
+	// Storage is certmagic's folder for keys, certificates and locks;
+	// replicas share it.
+	Storage string
+	// CheckInterval is how often certificates are checked for renewal.
+	CheckInterval time.Duration
+}
+
+// ACME defaults.
+const (
+	DefaultACMECA            = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultACMEStorage       = "/var/lib/aopguard"
+	DefaultACMECheckInterval = 10 * time.Minute
+)
 
 // Allow narrows a policy to particular client certificates (see
 // tlsconfig.AllowRules): a leaf passes when it matches any entry.
@@ -241,6 +271,10 @@ func (c *Config) resolve(dir string) {
 	}
 	c.CloudflareIPs = abs(c.CloudflareIPs)
 	c.CRL = abs(c.CRL)
+	if c.ACME != nil {
+		c.ACME.CARoot = abs(c.ACME.CARoot)
+		c.ACME.Storage = abs(c.ACME.Storage)
+	}
 	for i := range c.Certificates {
 		c.Certificates[i].Cert = abs(c.Certificates[i].Cert)
 		c.Certificates[i].Key = abs(c.Certificates[i].Key)
@@ -325,6 +359,36 @@ func (c *Config) Validate() error {
 	}
 	if c.RequireCloudflareSource && !c.TrustCloudflareHeaders {
 		return bad("require_cloudflare_source", "only means something with trust_cloudflare_headers: true")
+	}
+	if a := c.ACME; a != nil {
+		if len(a.Names) == 0 {
+			return bad("acme.names", "list the names to obtain certificates for")
+		}
+		for i, n := range a.Names {
+			if err := checkHostName(n); err != nil || strings.HasPrefix(n, "*.") {
+				return bad(fmt.Sprintf("acme.names[%d]", i), "%q: want a host name (wildcards need DNS-01, which aopguard does not do)", n)
+			}
+		}
+		switch a.Challenge {
+		case "http-01":
+			if a.HTTPListen == "" {
+				return bad("acme.http_listen", "required for http-01: the address ACME's http-01 requests reach (port 80 from outside)")
+			}
+		case "tls-alpn-01":
+		default:
+			return bad("acme.challenge", "%q is not one of http-01, tls-alpn-01", a.Challenge)
+		}
+		if a.HTTPListen != "" {
+			if err := checkAddr(a.HTTPListen); err != nil {
+				return bad("acme.http_listen", "%v", err)
+			}
+		}
+		if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+			return bad("acme.ca", "%q is not an https:// ACME directory URL", a.CA)
+		}
+		if a.CheckInterval < time.Second {
+			return bad("acme.check_interval", "must be at least 1s")
+		}
 	}
 	if c.MaxConnections < 1 {
 		return bad("max_connections", "must be at least 1")

@@ -60,6 +60,31 @@ func TestParseErrors(t *testing.T) {
 			key:  "cloudflare_ips_refresh.url", line: 3, msg: "unknown key",
 		},
 		{
+			name: "acme without names",
+			in:   up + "acme:\n  email: ops@example.com\n",
+			key:  "acme.names", line: 2, anyLine: true, msg: "list the names",
+		},
+		{
+			name: "acme wildcard name",
+			in:   up + "acme:\n  names: [\"*.example.com\"]\n  challenge: tls-alpn-01\n",
+			key:  "acme.names[0]", line: 3, msg: "wildcards need DNS-01",
+		},
+		{
+			name: "acme http-01 without listener",
+			in:   up + "acme:\n  names: [app.example.com]\n",
+			key:  "acme.http_listen", anyLine: true, msg: "required for http-01",
+		},
+		{
+			name: "acme unknown challenge",
+			in:   up + "acme:\n  names: [app.example.com]\n  challenge: dns-01\n",
+			key:  "acme.challenge", line: 4, msg: `"dns-01" is not one of http-01, tls-alpn-01`,
+		},
+		{
+			name: "acme plain http directory",
+			in:   up + "acme:\n  names: [app.example.com]\n  challenge: tls-alpn-01\n  ca: http://acme.local/dir\n",
+			key:  "acme.ca", line: 5, msg: "not an https:// ACME directory URL",
+		},
+		{
 			name: "bool as string",
 			in:   up + "strict_hosts: \"yes\"\n",
 			key:  "strict_hosts", line: 2, msg: "want true or false",

@@ -162,7 +162,21 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 		"max_connections":           p.integer(&c.MaxConnections),
 		"max_handshakes":            p.integer(&c.MaxHandshakes),
 		"reload_check_interval":     p.duration(&c.ReloadCheckInterval),
-		"ready_min_requests":        p.integer(&c.ReadyMinRequests),
+		"acme": func(key string, v *yaml.Node) {
+			a := &ACME{CA: DefaultACMECA, Challenge: "http-01", Storage: DefaultACMEStorage, CheckInterval: DefaultACMECheckInterval}
+			c.ACME = a
+			p.fields(key, v, map[string]func(string, *yaml.Node){
+				"email":          p.str(&a.Email),
+				"ca":             p.str(&a.CA),
+				"ca_root":        p.str(&a.CARoot),
+				"names":          p.strs(&a.Names),
+				"challenge":      p.str(&a.Challenge),
+				"http_listen":    p.str(&a.HTTPListen),
+				"storage":        p.str(&a.Storage),
+				"check_interval": p.duration(&a.CheckInterval),
+			})
+		},
+		"ready_min_requests": p.integer(&c.ReadyMinRequests),
 		"cloudflare_ips_refresh": func(key string, v *yaml.Node) {
 			c.CloudflareIPsRefresh.Interval = DefaultRefreshInterval
 			p.fields(key, v, map[string]func(string, *yaml.Node){

@@ -55,6 +55,7 @@ type trackedConn struct {
 	net.Conn
 	info         ConnInfo
 	unrecognized bool // refused by strict host matching
+	acme         bool // an ACME tls-alpn-01 validation
 	release      func()
 	closeOnce    sync.Once
 }
@@ -86,6 +87,12 @@ type ServerOptions struct {
 	// the listener stops accepting until one closes, leaving the rest in
 	// the kernel's backlog.
 	MaxConnections int
+	// ACMETLS, if set, answers ClientHellos that offer only the
+	// "acme-tls/1" protocol (an ACME CA validating a tls-alpn-01
+	// challenge) before any client-certificate policy is chosen: the
+	// validator presents no client certificate, even for a Require host.
+	// Such connections are closed after the handshake, never served.
+	ACMETLS *tls.Config
 	// MaxHandshakes bounds handshakes in progress (0: no bound). A
 	// connection that finds no free slot within half of HandshakeTimeout
 	// is closed, so queueing and handshake together stay bounded.
@@ -123,7 +130,21 @@ func NewServer(current func() *Set, opts ServerOptions) *Server {
 	return s
 }
 
+// acmeTLSALPN is the ALPN protocol of ACME's tls-alpn-01 challenge (RFC 8737).
+const acmeTLSALPN = "acme-tls/1"
+
+// ErrACMEChallenge is the "error" of a connection that only served a
+// tls-alpn-01 challenge certificate; it is never handed to HTTP.
+var ErrACMEChallenge = errors.New("aopguard: served an ACME tls-alpn-01 challenge")
+
 func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if s.opts.ACMETLS != nil && len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmeTLSALPN {
+		if t, ok := hello.Conn.(*trackedConn); ok {
+			t.acme = true
+			t.info.SNI = hello.ServerName
+		}
+		return s.opts.ACMETLS, nil
+	}
 	set := s.current()
 	p, ok := set.Lookup(hello.ServerName)
 	t, _ := hello.Conn.(*trackedConn)
@@ -215,6 +236,14 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 			c.Close()
 		}
 		return nil, err
+	}
+	if t.acme {
+		// The validator has what it came for: the challenge certificate.
+		c.Close()
+		if s.opts.Observe != nil {
+			s.opts.Observe(info, raw.RemoteAddr(), ErrACMEChallenge)
+		}
+		return nil, ErrACMEChallenge
 	}
 	cs := c.ConnectionState()
 	info.Peer = cs.PeerCertificates

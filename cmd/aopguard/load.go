@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -252,7 +254,7 @@ func loadCRL(file, key, path string) ([]*x509.RevocationList, error) {
 // warnSetup logs configurations that work but are probably not what the
 // operator wants.
 func (a *app) warnSetup(cfg *config.Config, set *tlsconfig.Set, pairs []tls.Certificate) {
-	if len(cfg.Certificates) == 0 {
+	if len(cfg.Certificates) == 0 && cfg.ACME == nil {
 		a.log.Warn().Strs("names", selfSignedNames).
 			Msg("no server certificate configured: serving a self-signed one generated at start; configure certificates (or --cert/--key) for production")
 	}
@@ -287,6 +289,8 @@ type serverCerts struct {
 	cache  *certmagic.Cache
 	magic  *certmagic.Config
 	hashes []string
+	issuer *certmagic.ACMEIssuer // nil without acme:
+	names  []string
 	// fallback answers handshakes certmagic has no certificate for (no SNI
 	// on a listener whose address no certificate names, or an unknown
 	// name): the first configured certificate, like nginx's default server.
@@ -294,19 +298,94 @@ type serverCerts struct {
 	self     *tls.Certificate
 }
 
-func newServerCerts(logger zerolog.Logger) *serverCerts {
+func newServerCerts(logger zerolog.Logger, acme *config.ACME, listen string) (*serverCerts, error) {
 	s := &serverCerts{log: logger}
 	zl := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 		TimeKey: "time", LevelKey: "level", NameKey: "component", MessageKey: "message",
 		EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder,
 		EncodeDuration: zapcore.StringDurationEncoder,
 	}), zapcore.Lock(zapcore.AddSync(zerologSink{logger})), zapcore.WarnLevel)).Named("certmagic")
-	s.cache = certmagic.NewCache(certmagic.CacheOptions{
+	opts := certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return s.magic, nil },
 		Logger:           zl,
-	})
-	s.magic = certmagic.New(s.cache, certmagic.Config{Logger: zl})
-	return s
+	}
+	cfg := certmagic.Config{Logger: zl}
+	if acme != nil {
+		opts.RenewCheckInterval = acme.CheckInterval
+		cfg.Storage = &certmagic.FileStorage{Path: acme.Storage}
+	}
+	s.cache = certmagic.NewCache(opts)
+	s.magic = certmagic.New(s.cache, cfg)
+	if acme == nil {
+		return s, nil
+	}
+	iss := certmagic.ACMEIssuer{
+		CA:     acme.CA,
+		Email:  acme.Email,
+		Agreed: true,
+		// Only the configured challenge; the solvers' own listeners
+		// collide with ours and fall back to the handlers aopguard wires
+		// in (the http_listen server and the acme-tls/1 hook).
+		DisableHTTPChallenge:    acme.Challenge != "http-01",
+		DisableTLSALPNChallenge: acme.Challenge != "tls-alpn-01",
+		Logger:                  zl,
+	}
+	if host, port, err := net.SplitHostPort(listen); err == nil {
+		iss.ListenHost = host
+		iss.AltTLSALPNPort, _ = strconv.Atoi(port)
+	}
+	if acme.HTTPListen != "" {
+		_, port, _ := net.SplitHostPort(acme.HTTPListen)
+		iss.AltHTTPPort, _ = strconv.Atoi(port)
+	}
+	if acme.CARoot != "" {
+		roots, err := certs.LoadBundle(acme.CARoot)
+		if err != nil {
+			s.cache.Stop()
+			return nil, &config.Error{Key: "acme.ca_root", Err: err}
+		}
+		iss.TrustedRoots = x509.NewCertPool()
+		for _, c := range roots {
+			iss.TrustedRoots.AddCert(c)
+		}
+	}
+	s.issuer = certmagic.NewACMEIssuer(s.magic, iss)
+	s.magic.Issuers = []certmagic.Issuer{s.issuer}
+	s.names = acme.Names
+	return s, nil
+}
+
+// acmeTLS answers tls-alpn-01 validations (see tlsconfig.ServerOptions).
+func (s *serverCerts) acmeTLS() *tls.Config {
+	if s.issuer == nil {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"acme-tls/1"}, GetCertificate: s.magic.GetCertificate}
+}
+
+// manage starts obtaining and renewing the ACME names in the background;
+// until a certificate arrives, handshakes for a name get the fallback.
+func (s *serverCerts) manage(ctx context.Context) error {
+	if s.issuer == nil {
+		return nil
+	}
+	return s.magic.ManageAsync(ctx, s.names)
+}
+
+// httpHandler serves ACME http-01 challenges and redirects every other
+// request to https on the TLS listener's port.
+func (s *serverCerts) httpHandler(listen string) http.Handler {
+	_, port, _ := net.SplitHostPort(listen)
+	return s.issuer.HTTPChallengeHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if port != "443" {
+			host = net.JoinHostPort(host, port)
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
+	}))
 }
 
 func (s *serverCerts) close() { s.cache.Stop() }

@@ -66,6 +66,8 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 			Str("policy", rej.Policy.Name()).Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
 			Str("fingerprint", rej.Verdict.Fingerprint).Str("subject", rej.Verdict.Subject).
 			Msg("handshake refused: client certificate not accepted")
+	case errors.Is(err, tlsconfig.ErrACMEChallenge):
+		a.log.Info().Str("remote", remote.String()).Str("sni", clip(info.SNI)).Msg("served an ACME tls-alpn-01 challenge")
 	case errors.As(err, &unknown):
 		a.metrics.Handshake(host, "unknown", false, "refused")
 		a.log.Info().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).

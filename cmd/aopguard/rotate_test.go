@@ -252,7 +252,7 @@ func TestReloadOnlyOnChange(t *testing.T) {
 	cfgPath := writeConfig(t, p.dir, "upstream: "+up.URL+"\nzone_ca: zone-ca.pem\n")
 	f := &flags{configFile: cfgPath, set: map[string]bool{}}
 	var logs bytes.Buffer
-	a, err := newApp(zerolog.New(&logs), metrics.New())
+	a, err := newApp(zerolog.New(&logs), metrics.New(), nil, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

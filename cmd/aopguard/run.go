@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,8 +134,13 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		return &exitError{exitConfig, err}
 	}
 	m := metrics.New()
-	a, err := newApp(logger, m)
+	a, err := newApp(logger, m, cfg.ACME, cfg.Listen)
 	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			ce.File = cfg.File
+			return &exitError{exitConfig, err}
+		}
 		return err
 	}
 	defer a.close()
@@ -159,6 +165,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		Source:           a.source,
 		MaxConnections:   cfg.MaxConnections,
 		MaxHandshakes:    cfg.MaxHandshakes,
+		ACMETLS:          a.servers.acmeTLS(),
 	})
 	srv := &http.Server{
 		Handler:     proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}),
@@ -176,9 +183,22 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "admin"}, "", 0),
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(tlsSrv.Listener(ln)) }()
 	go func() { errc <- admin.Serve(adminLn) }()
+	if cfg.ACME != nil && cfg.ACME.HTTPListen != "" {
+		httpLn, err := net.Listen("tcp", cfg.ACME.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("acme.http_listen: %w", err)
+		}
+		acmeHTTP := &http.Server{Handler: a.servers.httpHandler(ln.Addr().String()), ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: log.New(levelWriter{logger, zerolog.DebugLevel, "acme-http"}, "", 0)}
+		go func() { errc <- acmeHTTP.Serve(httpLn) }()
+		defer acmeHTTP.Close()
+	}
+	if err := a.servers.manage(ctx); err != nil {
+		return fmt.Errorf("acme: %w", err)
+	}
 	logger.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("version", versionString()).Msg("aopguard serving")
 
@@ -256,12 +276,16 @@ type app struct {
 	lastHash  [32]byte                         // content of the watched files at the last load attempt
 }
 
-func newApp(logger zerolog.Logger, m *metrics.Metrics) (*app, error) {
+func newApp(logger zerolog.Logger, m *metrics.Metrics, acme *config.ACME, listen string) (*app, error) {
 	tickets, err := tlsconfig.NewTicketKeys()
 	if err != nil {
 		return nil, err
 	}
-	a := &app{log: logger, metrics: m, tickets: tickets, servers: newServerCerts(logger),
+	servers, err := newServerCerts(logger, acme, listen)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{log: logger, metrics: m, tickets: tickets, servers: servers,
 		tracker: rollout.NewTracker(config.DefaultReadyMinRequests), policyIDs: map[string]string{}}
 	a.clients = &clientLeaves{metrics: m, byHost: map[string][]clientLeaf{}, onNew: func(role, host string, c *x509.Certificate) {
 		warnExpiry(logger, time.Now(), role, host, c)
@@ -307,10 +331,10 @@ func (a *app) reload(f *flags, why string) {
 	a.mu.Unlock()
 	if err == nil {
 		old := a.config()
-		if cfg.Listen != old.Listen || cfg.Admin != old.Admin || cfg.MaxConnections != old.MaxConnections ||
+		if cfg.Listen != old.Listen || cfg.Admin != old.Admin || cfg.MaxConnections != old.MaxConnections || !reflect.DeepEqual(cfg.ACME, old.ACME) ||
 			cfg.MaxHandshakes != old.MaxHandshakes || cfg.HandshakeTimeout != old.HandshakeTimeout ||
 			cfg.ReadHeaderTimeout != old.ReadHeaderTimeout || cfg.IdleTimeout != old.IdleTimeout || cfg.MaxHeaderBytes != old.MaxHeaderBytes {
-			a.log.Warn().Msg("listen, admin, limits and timeouts change only on restart; keeping the current ones")
+			a.log.Warn().Msg("listen, admin, acme, limits and timeouts change only on restart; keeping the current ones")
 		}
 		err = a.apply(cfg)
 	}
