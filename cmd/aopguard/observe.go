@@ -126,8 +126,16 @@ func (cl *clientLeaves) seen(host string, leaf *x509.Certificate) {
 		list = list[:maxClientLeaves]
 	}
 	cl.byHost[host] = list
+	forget := dropped != nil
+	for _, l := range list {
+		// The series is labelled by subject: a renewed certificate often
+		// keeps its predecessor's, and must keep its series.
+		if forget && certs.Describe(l.cert) == certs.Describe(dropped.cert) {
+			forget = false
+		}
+	}
 	cl.mu.Unlock()
-	if dropped != nil {
+	if forget {
 		cl.metrics.ForgetClientExpiry(host, certs.Describe(dropped.cert))
 	}
 	cl.metrics.ClientExpiry(host, certs.Describe(leaf), float64(leaf.NotAfter.Unix()))

@@ -34,7 +34,7 @@ import (
 // only those override the config file.
 type flags struct {
 	configFile, listen, admin, upstream, mode, zoneCA, cert, key, logLevel string
-	adminPprof                                                             bool
+	adminPprof, validate                                                   bool
 	set                                                                    map[string]bool
 }
 
@@ -52,6 +52,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.key, "key", "", "with the private key in `FILE`")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log at `LEVEL`: debug, info, warn or error")
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve Go's profiler at /debug/pprof/ on the admin listener")
+	fs.BoolVar(&f.validate, "validate", false, "check the configuration and every file it names, then exit: 0 valid, 2 not")
 	if err := fs.Parse(args); err != nil {
 		return nil, &exitError{exitConfig, err}
 	}
@@ -148,6 +149,10 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	if err := a.apply(cfg); err != nil {
 		m.Reloaded(false, 0)
 		return &exitError{exitConfig, err}
+	}
+	if f.validate {
+		logger.Info().Str("config", cfg.File).Int("policies", len(a.set().Policies())).Msg("configuration is valid")
+		return nil
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -390,3 +390,17 @@ func TestAdminPprofIsOptIn(t *testing.T) {
 		}
 	}
 }
+
+func TestValidate(t *testing.T) {
+	p := newPKI(t)
+	good := writeConfig(t, p.dir, "upstream: http://127.0.0.1:1\nzone_ca: zone-ca.pem\n")
+	out, err := exec.Command(binary, "run", "--validate", "--config", good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration is valid") {
+		t.Fatalf("valid config: %v\n%s", err, out)
+	}
+	p.write(t, "zone-ca.pem", []byte("garbage"))
+	out, err = exec.Command(binary, "run", "--validate", "--config", good).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "zone_ca") {
+		t.Fatalf("broken CA: %v\n%s", err, out)
+	}
+}
