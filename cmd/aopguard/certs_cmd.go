@@ -121,27 +121,42 @@ func noArgs(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// keyFlags are the key algorithm flags of ca and client.
-type keyFlags struct {
-	keyType string
-	rsaBits int
+// issueFlags are the flags ca and client share: what to issue, where to
+// write it, and the key algorithm.
+type issueFlags struct {
+	cn, out, keyType string
+	days, rsaBits    int
+	force            bool
 }
 
-func (k *keyFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&k.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256) or rsa")
-	fs.IntVar(&k.rsaBits, "rsa-bits", certs.DefaultRSABits, "RSA key size in `BITS` (2048, 3072 or 4096) with --key-type rsa")
+func (f *issueFlags) register(fs *flag.FlagSet, cnHelp, out string, days int) {
+	fs.StringVar(&f.cn, "cn", "", cnHelp)
+	fs.StringVar(&f.out, "out", out, "write `BASE`.pem and BASE.key")
+	fs.IntVar(&f.days, "days", days, "validity in `DAYS`")
+	fs.BoolVar(&f.force, "force", false, "overwrite existing files")
+	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256) or rsa")
+	fs.IntVar(&f.rsaBits, "rsa-bits", certs.DefaultRSABits, "RSA key size in `BITS` (2048, 3072 or 4096) with --key-type rsa")
 }
 
-func (k *keyFlags) apply(o *certs.IssueOptions) error {
-	t, err := certs.ParseKeyType(k.keyType)
+// options parses args and checks the shared flags.
+func (f *issueFlags) options(fs *flag.FlagSet, args []string) (certs.IssueOptions, error) {
+	if err := noArgs(fs, args); err != nil {
+		return certs.IssueOptions{}, err
+	}
+	t, err := certs.ParseKeyType(f.keyType)
 	if err != nil {
-		return badInvocation(fmt.Errorf("--key-type: %w", err))
+		return certs.IssueOptions{}, badInvocation(fmt.Errorf("--key-type: %w", err))
 	}
-	if k.rsaBits != 2048 && k.rsaBits != 3072 && k.rsaBits != 4096 {
-		return badInvocation(fmt.Errorf("--rsa-bits: %d is not one of 2048, 3072, 4096", k.rsaBits))
+	if f.rsaBits != 2048 && f.rsaBits != 3072 && f.rsaBits != 4096 {
+		return certs.IssueOptions{}, badInvocation(fmt.Errorf("--rsa-bits: %d is not one of 2048, 3072, 4096", f.rsaBits))
 	}
-	o.Key, o.RSABits = t, k.rsaBits
-	return nil
+	if strings.TrimSpace(f.cn) == "" {
+		return certs.IssueOptions{}, badInvocation(errors.New("--cn is required"))
+	}
+	if f.days <= 0 {
+		return certs.IssueOptions{}, badInvocation(fmt.Errorf("--days: %d is not positive", f.days))
+	}
+	return certs.IssueOptions{CommonName: f.cn, Days: f.days, Key: t, RSABits: f.rsaBits}, nil
 }
 
 // writeIssued writes a pair and reports it; an existing file is an
@@ -174,35 +189,17 @@ Flags:
 
 func certsCA(args []string, stdout, stderr io.Writer) error {
 	fs := newCertsFlags("ca", certsCAUsage, stderr)
-	var (
-		cn, out string
-		days    int
-		force   bool
-		kf      keyFlags
-	)
-	fs.StringVar(&cn, "cn", "", "the CA's common `NAME`, e.g. \"Example AOP CA\" (required)")
-	fs.StringVar(&out, "out", "ca", "write `BASE`.pem and BASE.key")
-	fs.IntVar(&days, "days", certs.DefaultCADays, "validity in `DAYS`")
-	fs.BoolVar(&force, "force", false, "overwrite existing files")
-	kf.register(fs)
-	if err := noArgs(fs, args); err != nil {
+	var f issueFlags
+	f.register(fs, "the CA's common `NAME`, e.g. \"Example AOP CA\" (required)", "ca", certs.DefaultCADays)
+	o, err := f.options(fs, args)
+	if err != nil {
 		return err
-	}
-	o := certs.IssueOptions{CommonName: cn, Days: days}
-	if err := kf.apply(&o); err != nil {
-		return err
-	}
-	if strings.TrimSpace(cn) == "" {
-		return badInvocation(errors.New("--cn is required"))
-	}
-	if days <= 0 {
-		return badInvocation(fmt.Errorf("--days: %d is not positive", days))
 	}
 	ca, err := certs.NewCA(o)
 	if err != nil {
 		return err
 	}
-	certFile, _, err := writeIssued(ca, out, force, stdout)
+	certFile, _, err := writeIssued(ca, f.out, f.force, stdout)
 	if err != nil {
 		return err
 	}
@@ -223,30 +220,13 @@ Flags:
 
 func certsClient(args []string, stdout, stderr io.Writer) error {
 	fs := newCertsFlags("client", certsClientUsage, stderr)
-	var (
-		cn, out, ca string
-		days        int
-		force       bool
-		kf          keyFlags
-	)
-	fs.StringVar(&cn, "cn", "", "the certificate's common `NAME`, e.g. app.example.com (required)")
+	var f issueFlags
+	var ca string
 	fs.StringVar(&ca, "ca", "ca", "sign with the CA in `BASE`.pem and BASE.key")
-	fs.StringVar(&out, "out", "client", "write `BASE`.pem and BASE.key")
-	fs.IntVar(&days, "days", certs.DefaultClientDays, "validity in `DAYS`")
-	fs.BoolVar(&force, "force", false, "overwrite existing files")
-	kf.register(fs)
-	if err := noArgs(fs, args); err != nil {
+	f.register(fs, "the certificate's common `NAME`, e.g. app.example.com (required)", "client", certs.DefaultClientDays)
+	o, err := f.options(fs, args)
+	if err != nil {
 		return err
-	}
-	o := certs.IssueOptions{CommonName: cn, Days: days}
-	if err := kf.apply(&o); err != nil {
-		return err
-	}
-	if strings.TrimSpace(cn) == "" {
-		return badInvocation(errors.New("--cn is required"))
-	}
-	if days <= 0 {
-		return badInvocation(fmt.Errorf("--days: %d is not positive", days))
 	}
 	caCert, caKey := certs.PairPaths(ca)
 	issuer, err := certs.LoadIssuer(caCert, caKey)
@@ -257,7 +237,7 @@ func certsClient(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	certFile, keyFile, err := writeIssued(leaf, out, force, stdout)
+	certFile, keyFile, err := writeIssued(leaf, f.out, f.force, stdout)
 	if err != nil {
 		return err
 	}
