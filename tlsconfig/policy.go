@@ -287,10 +287,8 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 	}
 	leaf := chain[0]
 	sum := sha256.Sum256(leaf.Raw)
-	v := Verdict{Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: describe(leaf)}
 	if p.mode == Off {
-		v.Result = None
-		return v
+		return Verdict{Result: None, Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: describe(leaf)}
 	}
 	key := sum
 	if len(chain) > 1 {
@@ -303,19 +301,20 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 	}
 	now := time.Now()
 	if e, ok := p.cache.get(key, now); ok {
-		v.Result, v.Reason = e.result, e.reason
-		return v
+		return e.verdict()
 	}
 	// Concurrent handshakes presenting the same new chain (Cloudflare
 	// opening many connections right after a reload) share one check.
 	r, _, _ := p.flight.Do(string(key[:]), func() (any, error) {
 		e := p.verify(chain, now)
+		// The leaf's descriptions go into the entry too, so that a hit
+		// (every handshake but the first) formats nothing and allocates
+		// nothing; connections share the strings.
+		e.fingerprint, e.serial, e.subject = hex.EncodeToString(sum[:]), leaf.SerialNumber.Text(16), describe(leaf)
 		p.cache.put(key, e)
 		return e, nil
 	})
-	e := r.(cacheEntry)
-	v.Result, v.Reason = e.result, e.reason
-	return v
+	return r.(cacheEntry).verdict()
 }
 
 func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
@@ -436,6 +435,12 @@ type cacheEntry struct {
 	result Result
 	reason string
 	until  time.Time // zero: valid for the Policy's lifetime
+	// The leaf's Verdict fields, formatted once.
+	fingerprint, serial, subject string
+}
+
+func (e cacheEntry) verdict() Verdict {
+	return Verdict{Result: e.result, Reason: e.reason, Fingerprint: e.fingerprint, Serial: e.serial, Subject: e.subject}
 }
 
 type verifyCache struct {
