@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -90,7 +91,22 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 var (
 	verifySuccess = []string{"SUCCESS"}
 	verifyNone    = []string{"NONE"}
+	// lastFingerprint is the most recent X-Client-Cert-Fingerprint value.
+	// Cloudflare presents the same certificate on all its connections, so
+	// reusing the slice (never modified, like the two above) saves an
+	// allocation per request.
+	lastFingerprint atomic.Pointer[[]string]
 )
+
+// fingerprintHeader returns the header value for fp.
+func fingerprintHeader(fp string) []string {
+	if last := lastFingerprint.Load(); last != nil && (*last)[0] == fp {
+		return *last
+	}
+	v := []string{fp}
+	lastFingerprint.Store(&v)
+	return v
+}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -167,6 +183,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.observe != nil {
 		h.observe(RequestInfo{Policy: p, Verdict: verdict, Conn: ci, Status: status, HealthCheck: health})
 	}
+	h.logAccess(r, p, ci, verdict, status, &rec, elapsed, health)
+}
+
+// logAccess writes the access line of an answered request.
+func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.ConnInfo, verdict tlsconfig.Verdict,
+	status int, rec *recorder, elapsed time.Duration, health bool) {
 	e := h.log.Info().
 		Str("host", clip(r.Host)).
 		Str("policy", p.Name()).
@@ -233,7 +255,7 @@ func rewriteHeaders(h http.Header, v tlsconfig.Verdict, cfMode, trusted bool) {
 		h[HeaderVerify] = []string{v.Header()}
 	}
 	if v.Fingerprint != "" {
-		h[HeaderFingerprint] = []string{v.Fingerprint}
+		h[HeaderFingerprint] = fingerprintHeader(v.Fingerprint)
 	}
 }
 

@@ -172,13 +172,24 @@ func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration
 	return t
 }
 
-// bufferPool recycles ReverseProxy's copy buffers.
+// copyBufferSize is the size of ReverseProxy's copy buffers.
+const copyBufferSize = 32 << 10
+
+// bufferPool recycles ReverseProxy's copy buffers. The pool holds array
+// pointers rather than slices: converting the slice back to the pointer
+// it came from costs nothing, where boxing a slice for sync.Pool would
+// allocate on every Put.
 type bufferPool struct{}
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var buffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
 
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+func (bufferPool) Get() []byte { return buffers.Get().(*[copyBufferSize]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if len(b) == copyBufferSize { // always, for what Get handed out
+		buffers.Put((*[copyBufferSize]byte)(b))
+	}
+}
 
 // zerologWriter adapts ReverseProxy's standard-library logger.
 type zerologWriter struct{ log zerolog.Logger }
