@@ -1,0 +1,166 @@
+package tlsconfig
+
+import (
+	"crypto/x509"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aopguard/aopguard/internal/testpki"
+)
+
+// Benchmarks of the admission hot path: picking a Policy for a server name
+// (every ClientHello and every request) and verifying a client chain (every
+// handshake, resumed ones included). Run with `make bench`; nothing here
+// asserts on timing.
+
+// benchPKI is a Cloudflare-shaped PKI: an RSA-4096 origin-pull CA (what
+// Cloudflare's shared CA is) and an RSA-2048 client leaf under it. RSA key
+// generation takes seconds, so it is built once per test binary.
+type benchPKI struct {
+	ca, leaf *testpki.Cert
+	chain    []*x509.Certificate // as a TLS peer presents it: the leaf alone
+}
+
+var (
+	benchOnce sync.Once
+	benchFix  *benchPKI
+)
+
+func getBenchPKI(b *testing.B) *benchPKI {
+	b.Helper()
+	benchOnce.Do(func() {
+		ca := testpki.New(b, nil, testpki.Options{CN: "Origin Pull CA (bench)", IsCA: true, RSABits: 4096,
+			NotAfter: time.Now().Add(365 * 24 * time.Hour)})
+		leaf := testpki.New(b, ca, testpki.Options{CN: "origin-pull.example.net", RSABits: 2048})
+		benchFix = &benchPKI{ca: ca, leaf: leaf, chain: []*x509.Certificate{leaf.Cert}}
+	})
+	if benchFix == nil {
+		b.Fatal("bench PKI could not be built")
+	}
+	return benchFix
+}
+
+// benchSet has a zone policy, 50 exact hosts and 10 wildcards: a mid-sized
+// multi-tenant origin.
+func benchSet(b *testing.B) *Set {
+	b.Helper()
+	f := getBenchPKI(b)
+	cas := []*x509.Certificate{f.ca.Cert}
+	var hosts []PolicySpec
+	for i := range 50 {
+		hosts = append(hosts, PolicySpec{Name: "app" + strconv.Itoa(i) + ".example.com", Mode: Require, CAs: cas})
+	}
+	for i := range 10 {
+		hosts = append(hosts, PolicySpec{Name: "*.tenant" + strconv.Itoa(i) + ".example.com", Mode: Require, CAs: cas})
+	}
+	s, err := NewSet(PolicySpec{Mode: Require, CAs: cas}, hosts, Options{Tickets: mustTickets(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func BenchmarkSetMatch(b *testing.B) {
+	s := benchSet(b)
+	for _, bc := range []struct{ name, host string }{
+		{"exact", "app42.example.com"},
+		{"exact-mixed-case", "App42.Example.COM"},
+		{"wildcard", "shop.tenant7.example.com"},
+		{"zone", "unknown.example.org"},
+		{"no-sni", ""},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.Match(bc.host) == nil {
+					b.Fatal("no policy")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkSetLookup(b *testing.B) {
+	s := benchSet(b)
+	for _, bc := range []struct{ name, host string }{
+		{"exact", "app42.example.com"},
+		{"wildcard", "shop.tenant7.example.com"},
+		{"zone", "unknown.example.org"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.Lookup(bc.host); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkVerify: "cold" empties the Policy's cache before each call, so
+// every iteration pays the full chain check (the RSA-4096 signature of the
+// CA over the leaf, plus building the chain); "cached" is every handshake
+// after the first from the same edge certificate. "cached-parallel" adds
+// contention from concurrent handshakes (GOMAXPROCS goroutines).
+func BenchmarkVerify(b *testing.B) {
+	f := getBenchPKI(b)
+	newRequire := func(b *testing.B) *Policy {
+		s, err := NewSet(PolicySpec{Mode: Require, CAs: []*x509.Certificate{f.ca.Cert}}, nil, Options{Tickets: mustTickets(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s.Zone()
+	}
+	b.Run("cold", func(b *testing.B) {
+		p := newRequire(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			p.cache.mu.Lock()
+			p.cache.m = nil
+			p.cache.mu.Unlock()
+			if v := p.Verify(f.chain); v.Result != Success {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		p := newRequire(b)
+		p.Verify(f.chain)
+		b.ReportAllocs()
+		for b.Loop() {
+			if v := p.Verify(f.chain); v.Result != Success {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+	b.Run("cached-parallel", func(b *testing.B) {
+		p := newRequire(b)
+		p.Verify(f.chain)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if v := p.Verify(f.chain); v.Result != Success {
+					b.Errorf("verdict %+v", v)
+					return
+				}
+			}
+		})
+	})
+	b.Run("untrusted-cached", func(b *testing.B) {
+		// A scanner re-presenting the same wrong certificate: refused from
+		// the cache, not by a new chain build.
+		p := newRequire(b)
+		stranger := getFixture(b).untrusted.Cert
+		chain := []*x509.Certificate{stranger}
+		p.Verify(chain)
+		b.ReportAllocs()
+		for b.Loop() {
+			if v := p.Verify(chain); v.Result != Failed {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+}
