@@ -267,3 +267,28 @@ func TestLargeHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptEncodingUntouched: the app sees Accept-Encoding exactly as the
+// client sent it (none added), and a compressed answer reaches the client
+// as it left the app.
+func TestAcceptEncodingUntouched(t *testing.T) {
+	pki := newPKI(t)
+	up := newUpstream(t, "app", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Saw-Accept-Encoding", r.Header.Get("Accept-Encoding"))
+		if r.Header.Get("Accept-Encoding") == "gzip" {
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		io.WriteString(w, "body")
+	})
+	h := newHarness(t, pki, harnessConfig{zone: tlsconfig.PolicySpec{Mode: tlsconfig.Off, Upstream: up.url}})
+	c, _ := h.client(t, clientOpts{sni: "app.example.com"})
+	c.Transport.(*http.Transport).DisableCompression = true // the client sends no Accept-Encoding
+	res := get(t, c, "GET", "https://app.example.com/enc", "", nil)
+	if got := res.header.Get("X-Saw-Accept-Encoding"); got != "" {
+		t.Errorf("app saw Accept-Encoding %q for a client that sent none", got)
+	}
+	res = get(t, c, "GET", "https://app.example.com/enc", "", http.Header{"Accept-Encoding": {"gzip"}})
+	if res.header.Get("Content-Encoding") != "gzip" || res.body != "body" {
+		t.Errorf("compressed answer altered: %q %q", res.header.Get("Content-Encoding"), res.body)
+	}
+}
