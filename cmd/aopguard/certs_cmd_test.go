@@ -51,7 +51,7 @@ func fileMode(t *testing.T, file string) os.FileMode {
 // TestCertsCAAndClient issues a CA and a client certificate with the
 // commands and checks them with crypto/x509 and openssl.
 func TestCertsCAAndClient(t *testing.T) {
-	openssl := opensslPath(t)
+	openssl := tool(t, "openssl")
 	cases := []struct {
 		name       string
 		caArgs     []string
@@ -248,7 +248,7 @@ func TestCertsPayload(t *testing.T) {
 // TestCertsPayloadOpensslECKey feeds payload what "openssl ecparam
 // -genkey" writes: an EC PARAMETERS block before the key.
 func TestCertsPayloadOpensslECKey(t *testing.T) {
-	openssl := opensslPath(t)
+	openssl := tool(t, "openssl")
 	dir := t.TempDir()
 	run := func(args ...string) {
 		t.Helper()

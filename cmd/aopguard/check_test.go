@@ -192,8 +192,8 @@ func TestCheckTextAndBinary(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("check --json: exit %d\n%s", code, js)
 	}
-	curlPath(t)
-	opensslPath(t)
+	tool(t, "curl")
+	tool(t, "openssl")
 	work := t.TempDir()
 	for _, pr := range parseCheckJSON(t, js).Probes {
 		sh := exec.Command("sh", "-c", strings.Replace(pr.Curl, "curl ", "curl --silent --show-error --max-time 10 ", 1))
@@ -255,39 +255,12 @@ func TestCheckBadInvocations(t *testing.T) {
 	}
 }
 
-func opensslPath(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is not installed; .ci/run must install it")
-		}
-		t.Skip("openssl not installed")
-	}
-	return path
-}
-
-func nginxPath(t *testing.T) string {
-	t.Helper()
-	if path, err := exec.LookPath("nginx"); err == nil {
-		return path
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx" // not on a non-root PATH
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("nginx is not installed; .ci/run must install it")
-	}
-	t.Skip("nginx not installed")
-	return ""
-}
-
 // startNginx runs nginx in the foreground with a configuration like
 // Cloudflare's example (ssl_client_certificate + ssl_verify_client) and
 // returns its address.
 func startNginx(t *testing.T, p *pki, verify string) string {
 	t.Helper()
-	bin := nginxPath(t)
+	bin := tool(t, "nginx", "/usr/sbin/nginx")
 	dir := t.TempDir()
 	for _, d := range []string{"logs", "tmp"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -24,29 +22,7 @@ func curl(t *testing.T, p *pki, addr, sni, certName string) (int, string) {
 	if certName != "" {
 		args = append(args, "--cert", p.path(certName+".pem"), "--key", p.path(certName+".key"))
 	}
-	cmd := exec.Command(curlPath(t), append(args, url)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return code, out.String() + errb.String()
-}
-
-func curlPath(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed; .ci/run must install it")
-		}
-		t.Skip("curl not installed")
-	}
-	return path
+	return runCmd(t, exec.Command(tool(t, "curl"), append(args, url)...))
 }
 
 // TestCurlStagedRollout walks Cloudflare's per-hostname AOP steps with

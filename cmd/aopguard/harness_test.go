@@ -338,3 +338,38 @@ func writeConfig(t *testing.T, dir, body string) string {
 	t.Helper()
 	return testpki.WriteFile(t, dir, "aopguard.yaml", []byte(body))
 }
+
+// tool returns the path of an external program the tests drive (curl,
+// openssl, nginx). Locally a missing one skips the test; under CI, whose
+// .ci/run installs them, it fails it.
+func tool(t *testing.T, name string, fallback ...string) string {
+	t.Helper()
+	if path, err := exec.LookPath(name); err == nil {
+		return path
+	}
+	for _, f := range fallback { // sbin folders are not on a non-root PATH
+		if _, err := os.Stat(f); err == nil {
+			return f
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed; .ci/run must install it", name)
+	}
+	t.Skipf("%s not installed", name)
+	return ""
+}
+
+// runCmd runs cmd and returns its exit code and combined output; failing
+// to start it fails the test.
+func runCmd(t *testing.T, cmd *exec.Cmd) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
+}

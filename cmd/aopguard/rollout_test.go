@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -73,16 +72,7 @@ func policyReport(t *testing.T, rep rollout.Report, name string) rollout.PolicyR
 // statusCLI runs "aopguard status" against g and returns exit code and output.
 func statusCLI(t *testing.T, g *proc, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"status", "--admin", g.admin}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode(), out.String()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return 0, out.String()
+	return runCmd(t, exec.Command(binary, append([]string{"status", "--admin", g.admin}, args...)...))
 }
 
 // TestRolloutReport follows a per-hostname rollout in log-only mode with
