@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/aopguard/aopguard/certs"
 )
 
 // Metrics is the set of aopguard's collectors.
@@ -187,7 +189,7 @@ func (m *Metrics) SetExpiries(list []Expiry) {
 		m.expiry.DeletePartialMatch(prometheus.Labels{"role": role})
 	}
 	for _, e := range list {
-		m.expiry.WithLabelValues(e.Role, e.Host, subject(e.Cert)).Set(float64(e.Cert.NotAfter.Unix()))
+		m.expiry.WithLabelValues(e.Role, e.Host, certs.Describe(e.Cert)).Set(float64(e.Cert.NotAfter.Unix()))
 	}
 }
 
@@ -204,11 +206,4 @@ func (m *Metrics) Reloaded(ok bool, unixTime float64) {
 // Handler serves the registry in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
-}
-
-func subject(c *x509.Certificate) string {
-	if c.Subject.CommonName != "" {
-		return c.Subject.CommonName
-	}
-	return c.Subject.String()
 }

@@ -125,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A Host that is not host[:port] could be read differently by the
 		// app than by our policy match: refuse rather than guess.
 		http.Error(w, "400 bad request: malformed Host header", http.StatusBadRequest)
-		h.log.Info().Str("host", clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", clip(ci.SNI)).Int("status", http.StatusBadRequest).Msg("request")
+		h.log.Info().Str("host", Clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", Clip(ci.SNI)).Int("status", http.StatusBadRequest).Msg("request")
 		return
 	}
 	if host == "" {
@@ -136,7 +136,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// strict_hosts: a Host that matches no configured host is not
 		// served, whatever the connection's certificate.
 		http.Error(w, "421 misdirected request: not a configured host", http.StatusMisdirectedRequest)
-		h.log.Info().Str("host", clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", clip(ci.SNI)).
+		h.log.Info().Str("host", Clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", Clip(ci.SNI)).
 			Int("status", http.StatusMisdirectedRequest).Str("reason", "unknown_host").Msg("request")
 		return
 	}
@@ -190,9 +190,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.ConnInfo, verdict tlsconfig.Verdict,
 	status int, rec *recorder, elapsed time.Duration, health bool) {
 	e := h.log.Info().
-		Str("host", clip(r.Host)).
+		Str("host", Clip(r.Host)).
 		Str("policy", p.Name()).
-		Str("sni", clip(ci.SNI)).
+		Str("sni", Clip(ci.SNI)).
 		Bool("resumed", ci.Resumed).
 		Str("remote", r.RemoteAddr).
 		Str("proto", r.Proto).
@@ -277,8 +277,9 @@ func hasFoldPrefix(k, prefix string) bool {
 	return len(k) >= len(prefix) && foldEqual(k[:len(prefix)], prefix)
 }
 
-// clip bounds a client-supplied string before it goes into a log line.
-func clip(s string) string {
+// Clip bounds a client-supplied string (a server name, a Host) before it
+// goes into a log line.
+func Clip(s string) string {
 	const max = 256
 	if len(s) > max {
 		return s[:max] + "…"

@@ -62,7 +62,7 @@ func (a *AllowRules) Match(leaf *x509.Certificate) bool {
 	if len(a.SPKISHA256) > 0 {
 		sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 		for _, h := range a.SPKISHA256 {
-			if bytes.Equal(h[:], sum[:]) {
+			if h == sum {
 				return true
 			}
 		}

@@ -63,7 +63,7 @@ func TestAllowRules(t *testing.T) {
 		}
 	}
 	// Through Verify: a chain that verifies but matches no rule is not_allowed.
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.zoneCA), Allow: AllowRules{CN: []string{"edge.example.net"}}}, nil, mustTickets(t), nil)
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA), Allow: AllowRules{CN: []string{"edge.example.net"}}}, nil, mustTickets(t), nil)
 	if v := set.Zone().Verify([]*x509.Certificate{other.Cert}); v.Result != Failed || v.Reason != ReasonNotAllowed {
 		t.Errorf("other leaf: %+v, want not_allowed", v)
 	}
@@ -99,7 +99,7 @@ func TestCRL(t *testing.T) {
 	underInter := testpki.Client(t, inter, "leaf under revoked intermediate")
 	crl := makeCRL(t, f.zoneCA, revokedLeaf, inter)
 	for _, mode := range []Mode{Require, LogOnly} {
-		set := mustSet(t, PolicySpec{Mode: mode, CAs: certs(f.zoneCA), CRLs: []*x509.RevocationList{crl}}, nil, mustTickets(t), nil)
+		set := mustSet(t, PolicySpec{Mode: mode, CAs: caList(f.zoneCA), CRLs: []*x509.RevocationList{crl}}, nil, mustTickets(t), nil)
 		p := set.Zone()
 		if v := p.Verify([]*x509.Certificate{revokedLeaf.Cert}); v.Result != Failed || v.Reason != ReasonRevoked {
 			t.Errorf("%s: revoked leaf: %+v", mode, v)
@@ -114,12 +114,12 @@ func TestCRL(t *testing.T) {
 	// A CRL signed by a CA the policy does not trust cannot revoke
 	// anything: refusing it at load beats silently ignoring it.
 	foreign := makeCRL(t, f.otherCA, f.zoneLeaf)
-	_, err := NewSet(PolicySpec{Mode: Require, CAs: certs(f.zoneCA), CRLs: []*x509.RevocationList{foreign}}, nil, Options{Tickets: mustTickets(t)})
+	_, err := NewSet(PolicySpec{Mode: Require, CAs: caList(f.zoneCA), CRLs: []*x509.RevocationList{foreign}}, nil, Options{Tickets: mustTickets(t)})
 	if err == nil || !strings.Contains(err.Error(), "not signed by any CA of this policy") {
 		t.Fatalf("foreign CRL: %v", err)
 	}
 	// Handshake: a revoked leaf is refused under require.
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.zoneCA), CRLs: []*x509.RevocationList{crl}}, nil, mustTickets(t), nil)
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA), CRLs: []*x509.RevocationList{crl}}, nil, mustTickets(t), nil)
 	h := newHarness(t, set, ServerOptions{})
 	res := h.dial(clientConfig(t, tls.VersionTLS13, "", tlsCert(revokedLeaf)))
 	if res.err() == nil {
@@ -132,7 +132,7 @@ func TestCRL(t *testing.T) {
 
 func TestStrictHostsLookup(t *testing.T) {
 	f := getFixture(t)
-	cas := certs(f.zoneCA)
+	cas := caList(f.zoneCA)
 	hosts := []PolicySpec{{Name: "a.example.com", Mode: Require, CAs: cas}, {Name: "*.w.example.com", Mode: Require, CAs: cas}}
 	tests := []struct {
 		strict, refuseNoSNI bool
@@ -161,7 +161,7 @@ func TestStrictHostsLookup(t *testing.T) {
 
 func TestStrictHostsHandshake(t *testing.T) {
 	f := getFixture(t)
-	cas := certs(f.zoneCA)
+	cas := caList(f.zoneCA)
 	newSet := func(opts Options) *Set {
 		opts.Tickets = mustTickets(t)
 		opts.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &f.server, nil }
@@ -213,7 +213,7 @@ func TestStrictHostsHandshake(t *testing.T) {
 // connection frees its slot.
 func TestMaxConnections(t *testing.T) {
 	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: certs(f.zoneCA)}, nil, mustTickets(t), nil)
+	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	h := newHarness(t, set, ServerOptions{MaxConnections: 1})
 	first, err := tls.Dial("tcp", h.ln.Addr().String(), clientConfig(t, tls.VersionTLS13, "", nil))
 	if err != nil {
@@ -247,7 +247,7 @@ func TestMaxConnections(t *testing.T) {
 // HandshakeTimeout, before the stalled handshake times out.
 func TestMaxHandshakes(t *testing.T) {
 	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: certs(f.zoneCA)}, nil, mustTickets(t), nil)
+	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	h := newHarness(t, set, ServerOptions{MaxHandshakes: 1, HandshakeTimeout: time.Second})
 	stall, err := net.Dial("tcp", h.ln.Addr().String())
 	if err != nil {
@@ -271,7 +271,6 @@ func TestMaxHandshakes(t *testing.T) {
 }
 
 func TestTLS12SuitesAreForwardSecretAEAD(t *testing.T) {
-	f := getFixture(t)
 	set := mustSet(t, PolicySpec{Mode: Off}, nil, mustTickets(t), nil)
 	h := newHarness(t, set, ServerOptions{})
 	cfg := clientConfig(t, tls.VersionTLS12, "", nil)
@@ -280,5 +279,4 @@ func TestTLS12SuitesAreForwardSecretAEAD(t *testing.T) {
 		t.Fatal("a non-forward-secret or CBC suite was negotiated")
 	}
 	h.next()
-	_ = f
 }

@@ -74,7 +74,7 @@ func mustTickets(t testing.TB) *TicketKeys {
 	return k
 }
 
-func certs(cs ...*testpki.Cert) []*x509.Certificate {
+func caList(cs ...*testpki.Cert) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, c := range cs {
 		out = append(out, c.Cert)
@@ -85,7 +85,7 @@ func certs(cs ...*testpki.Cert) []*x509.Certificate {
 // newPolicy compiles a lone zone policy.
 func newPolicy(t testing.TB, mode Mode, cas ...*testpki.Cert) *Policy {
 	t.Helper()
-	s, err := NewSet(PolicySpec{Mode: mode, CAs: certs(cas...)}, nil, Options{Tickets: mustTickets(t)})
+	s, err := NewSet(PolicySpec{Mode: mode, CAs: caList(cas...)}, nil, Options{Tickets: mustTickets(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

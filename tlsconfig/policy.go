@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/aopguard/aopguard/certs"
 	"github.com/aopguard/aopguard/cfips"
 )
 
@@ -288,7 +289,7 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 	leaf := chain[0]
 	sum := sha256.Sum256(leaf.Raw)
 	if p.mode == Off {
-		return Verdict{Result: None, Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: describe(leaf)}
+		return Verdict{Result: None, Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: certs.Describe(leaf)}
 	}
 	key := sum
 	if len(chain) > 1 {
@@ -310,7 +311,7 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 		// The leaf's descriptions go into the entry too, so that a hit
 		// (every handshake but the first) formats nothing and allocates
 		// nothing; connections share the strings.
-		e.fingerprint, e.serial, e.subject = hex.EncodeToString(sum[:]), leaf.SerialNumber.Text(16), describe(leaf)
+		e.fingerprint, e.serial, e.subject = hex.EncodeToString(sum[:]), leaf.SerialNumber.Text(16), certs.Describe(leaf)
 		p.cache.put(key, e)
 		return e, nil
 	})
@@ -417,13 +418,6 @@ type RejectError struct {
 
 func (e *RejectError) Error() string {
 	return fmt.Sprintf("aopguard: policy %s (%s): client certificate %s", e.Policy.name, e.Policy.mode, e.Verdict.Reason)
-}
-
-func describe(c *x509.Certificate) string {
-	if c.Subject.CommonName != "" {
-		return c.Subject.CommonName
-	}
-	return c.Subject.String()
 }
 
 // maxCacheEntries bounds the per-policy verification cache; a scanner

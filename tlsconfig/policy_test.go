@@ -65,7 +65,7 @@ func TestVerify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			p := newPolicy(t, tt.mode, tt.cas...)
-			chain := certs(tt.chain...)
+			chain := caList(tt.chain...)
 			v := p.Verify(chain)
 			if v.Result != tt.result || v.Reason != tt.reason {
 				t.Fatalf("Verify = %s/%q, want %s/%q", v.Result, v.Reason, tt.result, tt.reason)
@@ -100,7 +100,7 @@ func TestVerifySerialAndSubject(t *testing.T) {
 	f := getFixture(t)
 	noCN := testpki.New(t, f.zoneCA, testpki.Options{})
 	p := newPolicy(t, Require, f.zoneCA)
-	v := p.Verify(certs(noCN))
+	v := p.Verify(caList(noCN))
 	if v.Result != Success || v.Subject != "O=aopguard tests" {
 		t.Errorf("Verify = %+v; want success with the DN as Subject", v)
 	}
@@ -131,7 +131,7 @@ func TestVerifyCache(t *testing.T) {
 	t.Run("cached", func(t *testing.T) {
 		t.Parallel()
 		p := newPolicy(t, Require, f.zoneCA)
-		chain := certs(f.zoneLeaf)
+		chain := caList(f.zoneLeaf)
 		v1, v2 := p.Verify(chain), p.Verify(chain)
 		if v1 != v2 || v1.Result != Success {
 			t.Fatalf("verdicts %+v, %+v", v1, v2)
@@ -157,7 +157,7 @@ func TestVerifyCache(t *testing.T) {
 	t.Run("cache entries are served while valid", func(t *testing.T) {
 		t.Parallel()
 		p := newPolicy(t, Require, f.zoneCA)
-		chain := certs(f.zoneLeaf)
+		chain := caList(f.zoneLeaf)
 		// A planted entry proves that Verify consults the cache.
 		p.cache.put(chainKey(chain), cacheEntry{result: Failed, reason: ReasonNotYetValid, until: time.Now().Add(time.Hour)})
 		if v := p.Verify(chain); v.Result != Failed || v.Reason != ReasonNotYetValid {
@@ -168,7 +168,7 @@ func TestVerifyCache(t *testing.T) {
 	t.Run("stale not_yet_valid entry is not served", func(t *testing.T) {
 		t.Parallel()
 		p := newPolicy(t, Require, f.zoneCA)
-		chain := certs(f.zoneLeaf)
+		chain := caList(f.zoneLeaf)
 		p.cache.put(chainKey(chain), cacheEntry{result: Failed, reason: ReasonNotYetValid, until: time.Now().Add(-time.Second)})
 		if v := p.Verify(chain); v.Result != Success {
 			t.Fatalf("Verify = %+v; a not_yet_valid entry was served after its leaf became valid", v)
@@ -181,7 +181,7 @@ func TestVerifyCache(t *testing.T) {
 		notBefore := time.Now().Add(2 * time.Second)
 		leaf := testpki.New(t, f.zoneCA, testpki.Options{CN: "soon", NotBefore: notBefore})
 		p := newPolicy(t, Require, f.zoneCA)
-		chain := certs(leaf)
+		chain := caList(leaf)
 		if v := p.Verify(chain); v.Result != Failed || v.Reason != ReasonNotYetValid {
 			t.Fatalf("Verify before NotBefore = %+v", v)
 		}
@@ -209,13 +209,13 @@ func TestVerifyCache(t *testing.T) {
 		inter := testpki.New(t, root, testpki.Options{CN: "intermediate", IsCA: true})
 		leaf := testpki.Client(t, inter, "leaf")
 		p := newPolicy(t, Require, root)
-		if v := p.Verify(certs(leaf)); v.Reason != ReasonUntrusted {
+		if v := p.Verify(caList(leaf)); v.Reason != ReasonUntrusted {
 			t.Fatalf("leaf alone: %+v", v)
 		}
-		if v := p.Verify(certs(leaf, inter)); v.Result != Success {
+		if v := p.Verify(caList(leaf, inter)); v.Result != Success {
 			t.Fatalf("leaf with intermediate after a cached failure of the leaf alone: %+v", v)
 		}
-		if v := p.Verify(certs(leaf)); v.Reason != ReasonUntrusted {
+		if v := p.Verify(caList(leaf)); v.Reason != ReasonUntrusted {
 			t.Fatalf("leaf alone after a cached success with intermediate: %+v", v)
 		}
 	})
@@ -223,7 +223,7 @@ func TestVerifyCache(t *testing.T) {
 	t.Run("policies do not share a cache", func(t *testing.T) {
 		t.Parallel()
 		a, b := newPolicy(t, Require, f.zoneCA), newPolicy(t, Require, f.hostCA)
-		chain := certs(f.zoneLeaf)
+		chain := caList(f.zoneLeaf)
 		if v := a.Verify(chain); v.Result != Success {
 			t.Fatal(v)
 		}
@@ -284,7 +284,7 @@ func TestVerifyNotYetValidCA(t *testing.T) {
 	future := testpki.New(t, nil, testpki.Options{CN: "future CA", IsCA: true, NotBefore: now.Add(time.Hour), NotAfter: now.Add(365 * 24 * time.Hour)})
 	leaf := testpki.New(t, future, testpki.Options{CN: "leaf", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour)})
 	p := newPolicy(t, Require, future)
-	chain := certs(leaf)
+	chain := caList(leaf)
 
 	v := p.Verify(chain)
 	if v.Result != Failed {

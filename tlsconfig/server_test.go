@@ -38,8 +38,8 @@ func TestHandshakes(t *testing.T) {
 						t.Parallel()
 						rec := &counterRec{}
 						// A host policy that the client must not land in.
-						set := mustSet(t, PolicySpec{Mode: mode, CAs: certs(f.zoneCA)},
-							[]PolicySpec{{Name: "h.example.com", Mode: Require, CAs: certs(f.hostCA)}},
+						set := mustSet(t, PolicySpec{Mode: mode, CAs: caList(f.zoneCA)},
+							[]PolicySpec{{Name: "h.example.com", Mode: Require, CAs: caList(f.hostCA)}},
 							mustTickets(t), rec)
 						h := newHarness(t, set, ServerOptions{})
 
@@ -145,9 +145,9 @@ func checkRefused(t *testing.T, res dialResult, obs observed, p *Policy, version
 func TestHostPrecedence(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.zoneCA)}, []PolicySpec{
-		{Name: "h.example.com", Mode: Require, CAs: certs(f.hostCA)},
-		{Name: "*.w.example.com", Mode: Require, CAs: certs(f.hostCA)},
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, []PolicySpec{
+		{Name: "h.example.com", Mode: Require, CAs: caList(f.hostCA)},
+		{Name: "*.w.example.com", Mode: Require, CAs: caList(f.hostCA)},
 	}, mustTickets(t), nil)
 	host, wild := set.Match("h.example.com"), set.Match("x.w.example.com")
 	tests := []struct {
@@ -237,7 +237,7 @@ func TestMissingCertificateText(t *testing.T) {
 			}
 
 			// Through the Server: a *RejectError with reason missing.
-			set := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.zoneCA)}, nil, mustTickets(t), nil)
+			set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 			h := newHarness(t, set, ServerOptions{})
 			res := h.dial(clientConfig(t, ver.v, "", nil))
 			obs := h.next()
@@ -286,11 +286,11 @@ func (h *harness) admitted(cfg *tls.Config) (tls.ConnectionState, *ConnInfo) {
 func TestResumption(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	zoneSpec := PolicySpec{Mode: Require, CAs: certs(f.zoneCA)}
+	zoneSpec := PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}
 	hostsX := []PolicySpec{
-		{Name: "a.example.com", Mode: Require, CAs: certs(f.zoneCA)},
-		{Name: "b.example.com", Mode: Require, CAs: certs(f.zoneCA)},
-		{Name: "*.w.example.com", Mode: Require, CAs: certs(f.zoneCA)},
+		{Name: "a.example.com", Mode: Require, CAs: caList(f.zoneCA)},
+		{Name: "b.example.com", Mode: Require, CAs: caList(f.zoneCA)},
+		{Name: "*.w.example.com", Mode: Require, CAs: caList(f.zoneCA)},
 	}
 	leaf := tlsCert(f.zoneLeaf)
 
@@ -351,8 +351,8 @@ func TestResumption(t *testing.T) {
 				cache := tls.NewLRUClientSessionCache(8)
 				h.admitted(withCache(clientConfig(t, ver.v, "a.example.com", leaf), cache))
 
-				set2 := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.hostCA)},
-					[]PolicySpec{{Name: "a.example.com", Mode: Require, CAs: certs(f.hostCA)}}, keys, nil)
+				set2 := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.hostCA)},
+					[]PolicySpec{{Name: "a.example.com", Mode: Require, CAs: caList(f.hostCA)}}, keys, nil)
 				h.cur.Store(set2)
 				// The client now has no certificate: a full handshake would
 				// be refused as "missing", so "untrusted" shows that the
@@ -442,7 +442,7 @@ func (l *acceptSignal) Accept() (net.Conn, error) {
 func TestListenerClose(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.zoneCA)}, nil, mustTickets(t), nil)
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -516,7 +516,7 @@ func isTimeout(err error) bool {
 func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: certs(f.zoneCA)}, nil, mustTickets(t), nil)
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	h := newHarness(t, set, ServerOptions{HandshakeTimeout: 200 * time.Millisecond})
 
 	tests := []struct {
@@ -561,7 +561,7 @@ func TestConcurrentHandshakes(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
 	rec := &counterRec{}
-	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: certs(f.zoneCA)}, nil, mustTickets(t), rec)
+	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: caList(f.zoneCA)}, nil, mustTickets(t), rec)
 	h := newHarness(t, set, ServerOptions{})
 	const n = 16
 	var wg sync.WaitGroup

@@ -11,7 +11,7 @@ import (
 func TestSetMatch(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	cas := certs(f.zoneCA)
+	cas := caList(f.zoneCA)
 	hosts := []PolicySpec{
 		{Name: "example.com", Mode: Require, CAs: cas},
 		{Name: "*.example.com", Mode: Require, CAs: cas},
@@ -74,7 +74,7 @@ func TestSetMatch(t *testing.T) {
 func TestNewSetErrors(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	cas := certs(f.zoneCA)
+	cas := caList(f.zoneCA)
 	keys := mustTickets(t)
 	zone := PolicySpec{Mode: Require, CAs: cas}
 	tests := []struct {
@@ -169,7 +169,7 @@ func TestNewSetErrors(t *testing.T) {
 func TestPolicyTLSConfig(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	cas := certs(f.zoneCA)
+	cas := caList(f.zoneCA)
 	s := mustSet(t, PolicySpec{Mode: Off, Upstream: "http://zone"}, []PolicySpec{
 		{Name: "l.example.com", Mode: LogOnly, CAs: cas, Upstream: "http://l"},
 		{Name: "r.example.com", Mode: Require, CAs: cas},
@@ -234,7 +234,7 @@ func TestModeStrings(t *testing.T) {
 func TestCounters(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
-	cas := certs(f.zoneCA)
+	cas := caList(f.zoneCA)
 	failures := func(action string) []string {
 		var out []string
 		for _, r := range FailureReasons {

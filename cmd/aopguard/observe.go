@@ -50,10 +50,10 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	case err == nil:
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "ok")
 		if info.Verdict.Result == tlsconfig.Success {
-			a.clients.seen(info.Policy.Name(), info.Peer[0])
+			a.clients.seen(info.Policy.Name(), info.Peer[0], info.Verdict.Fingerprint)
 		}
 		if info.Policy.ActionFor(info.Verdict) == tlsconfig.WouldReject {
-			a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).
+			a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
 				Str("policy", info.Policy.Name()).Str("mode", info.Policy.Mode().String()).Str("reason", info.Verdict.Reason).
 				Str("fingerprint", info.Verdict.Fingerprint).Str("subject", info.Verdict.Subject).
 				Msg("client certificate would be refused under require (log-only: admitted)")
@@ -62,20 +62,20 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "refused")
 		a.tracker.Record(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
 			Reason: rej.Verdict.Reason, Source: info.Source, Remote: info.Remote})
-		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).
+		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
 			Str("policy", rej.Policy.Name()).Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
 			Str("fingerprint", rej.Verdict.Fingerprint).Str("subject", rej.Verdict.Subject).
 			Msg("handshake refused: client certificate not accepted")
 	case errors.Is(err, tlsconfig.ErrACMEChallenge):
-		a.log.Info().Str("remote", remote.String()).Str("sni", clip(info.SNI)).Msg("served an ACME tls-alpn-01 challenge")
+		a.log.Info().Str("remote", remote.String()).Str("sni", proxy.Clip(info.SNI)).Msg("served an ACME tls-alpn-01 challenge")
 	case errors.As(err, &unknown):
 		a.metrics.Handshake(host, "unknown", false, "refused")
-		a.log.Info().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).
+		a.log.Info().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
 			Msg("handshake refused: server name matches no configured host")
 	default:
 		a.metrics.HandshakeError()
 		a.metrics.Handshake(host, "unknown", false, "error")
-		a.log.Debug().Str("remote", remote.String()).Str("source", info.Source).Str("sni", clip(info.SNI)).Err(err).Msg("tls handshake failed")
+		a.log.Debug().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).Err(err).Msg("tls handshake failed")
 	}
 }
 
@@ -107,8 +107,9 @@ type clientLeaf struct {
 	cert        *x509.Certificate
 }
 
-func (cl *clientLeaves) seen(host string, leaf *x509.Certificate) {
-	fp := certs.Fingerprint(leaf.Raw)
+// seen records a verified leaf; fp is its fingerprint, already computed
+// for the verdict.
+func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp string) {
 	cl.mu.Lock()
 	list := cl.byHost[host]
 	for i, l := range list {
@@ -198,13 +199,4 @@ func (a *app) checkExpiries() {
 		warnExpiry(a.log, now, e.Role, e.Host, e.Cert)
 	}
 	a.clients.each(func(host string, c *x509.Certificate) { warnExpiry(a.log, now, "client", host, c) })
-}
-
-// clip bounds a client-supplied string before it goes into a log line.
-func clip(s string) string {
-	const max = 256
-	if len(s) > max {
-		return s[:max] + "…"
-	}
-	return s
 }
