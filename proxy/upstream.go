@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
@@ -24,7 +22,7 @@ type Upstreams struct {
 	meters Meters
 
 	mu         sync.Mutex
-	transports map[string]*http.Transport
+	transports map[string]*transport
 }
 
 // Observer is the one method of a histogram the proxy needs.
@@ -46,7 +44,7 @@ type Meters interface {
 
 // NewUpstreams returns a Routes builder; meters may be nil.
 func NewUpstreams(log zerolog.Logger, meters Meters) *Upstreams {
-	return &Upstreams{log: log, meters: meters, transports: map[string]*http.Transport{}}
+	return &Upstreams{log: log, meters: meters, transports: map[string]*transport{}}
 }
 
 var classes = [6]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -142,37 +140,26 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 	}, nil
 }
 
-func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *http.Transport {
+// transport returns the pooled transport for an upstream URL, creating it
+// on first use. It speaks HTTP/1.1 with keep-alive (over TLS for https),
+// forwards Accept-Encoding as the client sent it, and never goes through
+// an environment proxy.
+func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *transport {
 	key := transportKey(raw, timeout)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if t, ok := u.transports[key]; ok {
 		return t
 	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		Proxy:                  nil, // never route the app's traffic through an environment proxy
-		DialContext:            dialer.DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    256, // a sidecar talks to one host: Go's default of 2 means constant reconnects
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    10 * time.Second,
-		ExpectContinueTimeout:  1 * time.Second,
-		ResponseHeaderTimeout:  timeout,
-		MaxResponseHeaderBytes: 1 << 20,
-		ForceAttemptHTTP2:      target.Scheme == "https",
-		// Forward Accept-Encoding as the client sent it: by default the
-		// Transport would ask the app for gzip on the client's behalf and
-		// decompress the answer itself, changing what the app sees and
-		// spending CPU here.
-		DisableCompression: true,
-	}
-	if target.Scheme == "unix" {
-		path := target.Path
-		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", path)
+	addr := target.Path
+	if target.Scheme != "unix" {
+		port := target.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[target.Scheme]
 		}
+		addr = net.JoinHostPort(target.Hostname(), port)
 	}
+	t := newTransport(target.Scheme, addr, target.Hostname(), timeout)
 	u.transports[key] = t
 	return t
 }

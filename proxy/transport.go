@@ -1,0 +1,504 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// transport is the http.RoundTripper ReverseProxy uses for one upstream: a
+// pool of persistent HTTP/1.1 connections, each used by one request at a
+// time in the caller's goroutine. http.Transport hands every request to two
+// goroutines per connection and back through channels; for a sidecar that
+// talks to one app over loopback, that hand-off was the largest part of
+// the proxy's cost per request.
+type transport struct {
+	dial           func(ctx context.Context) (net.Conn, error)
+	headerTimeout  time.Duration // for the response head; 0: none
+	maxHeaderBytes int64
+
+	mu     sync.Mutex
+	idle   []*upConn // most recently used last
+	closed bool
+}
+
+// Bounds of the upstream pool.
+const (
+	maxIdleUpstream = 256 // a sidecar talks to one app: keep enough to absorb bursts
+	idleUpstreamFor = 90 * time.Second
+	// A connection idle for longer than this is checked for a close
+	// from the app before it is reused: apps close idle connections
+	// after their own keep-alive timeout (Node.js: 5s, gunicorn: 2s).
+	// Sooner, a request without a body that finds the connection closed
+	// is retried instead.
+	checkIdleAfter = time.Second
+	// max1xx bounds informational responses before the final one.
+	max1xx = 8
+)
+
+// upConn is one upstream connection with its buffers.
+type upConn struct {
+	net.Conn
+	lr        limitReader
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+	reused    bool
+}
+
+// newTransport returns a transport for the upstream URL scheme ("http",
+// "https" or "unix"); addr is host:port or the socket path.
+func newTransport(scheme, addr, serverName string, headerTimeout time.Duration) *transport {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	t := &transport{headerTimeout: headerTimeout, maxHeaderBytes: 1 << 20}
+	switch scheme {
+	case "unix":
+		t.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", addr) }
+	case "https":
+		cfg := &tls.Config{ServerName: serverName, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+		t.dial = func(ctx context.Context) (net.Conn, error) {
+			raw, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tls.Client(raw, cfg)
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := c.HandshakeContext(hctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return c, nil
+		}
+	default:
+		t.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	return t
+}
+
+// get returns a pooled connection, or dials a new one. A request with a
+// body cannot be retried once sent, so its connection is checked for a
+// close from the app whatever its idle time.
+func (t *transport) get(ctx context.Context, hasBody bool) (*upConn, error) {
+	now := time.Now()
+	for {
+		t.mu.Lock()
+		n := len(t.idle)
+		if n == 0 {
+			t.mu.Unlock()
+			break
+		}
+		pc := t.idle[n-1]
+		t.idle[n-1] = nil
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		idle := now.Sub(pc.idleSince)
+		if (idle < checkIdleAfter && !hasBody) || (idle < idleUpstreamFor && stillOpen(pc.Conn)) {
+			return pc, nil
+		}
+		pc.Close()
+	}
+	c, err := t.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pc := &upConn{Conn: c, lr: limitReader{r: c, n: -1}}
+	pc.br = bufio.NewReaderSize(&pc.lr, 4<<10)
+	pc.bw = bufio.NewWriterSize(c, 4<<10)
+	return pc, nil
+}
+
+// put returns a connection whose exchange completed cleanly to the pool.
+func (t *transport) put(pc *upConn) {
+	pc.idleSince = time.Now()
+	pc.reused = true
+	t.mu.Lock()
+	if t.closed || len(t.idle) >= maxIdleUpstream {
+		t.mu.Unlock()
+		pc.Close()
+		return
+	}
+	var stale *upConn
+	if len(t.idle) > 0 && pc.idleSince.Sub(t.idle[0].idleSince) > idleUpstreamFor {
+		stale = t.idle[0]
+		t.idle = append(t.idle[:0], t.idle[1:]...)
+	}
+	t.idle = append(t.idle, pc)
+	t.mu.Unlock()
+	if stale != nil {
+		stale.Close()
+	}
+}
+
+// CloseIdleConnections closes every pooled connection; the transport
+// stays usable.
+func (t *transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, pc := range idle {
+		pc.Close()
+	}
+}
+
+// stillOpen reports whether the app has not closed (or written to) an idle
+// connection, without blocking and without consuming anything.
+func stillOpen(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true // TLS: the write or read will tell, and bodiless requests are retried
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := true
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read: open. EOF (n == 0), an error, or stray bytes
+		// from the app: not reusable.
+		open = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true
+	})
+	return err == nil && open
+}
+
+// RoundTrip sends req on a pooled connection and returns the response
+// head; the body streams from the connection, which goes back to the pool
+// once the body has been read to its end. A request without a body that
+// fails on a reused connection before any of the response arrived (the app
+// closed it while idle) is retried once on a new connection.
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		pc, err := t.get(req.Context(), req.Body != nil)
+		if err != nil {
+			return nil, err
+		}
+		res, err := t.exchange(pc, req)
+		if err == nil {
+			return res, nil
+		}
+		pc.Close()
+		var retry *retryableError
+		if attempt == 0 && errors.As(err, &retry) && pc.reused && req.Body == nil {
+			continue
+		}
+		if errors.As(err, &retry) {
+			err = retry.err
+		}
+		return nil, err
+	}
+}
+
+// retryableError marks a failure before any byte of the response arrived.
+type retryableError struct{ err error }
+
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// exchange writes req on pc and reads the response head.
+func (t *transport) exchange(pc *upConn, req *http.Request) (*http.Response, error) {
+	if err := writeRequest(pc, req, t.headerTimeout); err != nil {
+		if !errors.Is(err, errBodyWrite) {
+			return nil, &retryableError{err}
+		}
+		if errors.Is(err, errClientBody) {
+			return nil, err
+		}
+		// The app may have answered without reading the whole body (a
+		// 413, say) and closed: that answer, already sent, is the one to
+		// pass on.
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		if res, rerr := t.readHead(pc, req); rerr == nil {
+			res.Close = true
+			if b, ok := res.Body.(*upBody); ok {
+				b.keep = false
+			}
+			return res, nil
+		}
+		return nil, err
+	}
+	if t.headerTimeout > 0 {
+		pc.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	}
+	ctx := req.Context()
+	if ctx.Done() != nil {
+		// HTTP/2 streams can be cancelled by the client: stop waiting
+		// for the app then. (HTTP/1.1 requests come with a context that
+		// is never cancelled.)
+		stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
+	res, err := t.readHead(pc, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			return nil, errHeaderTimeout
+		}
+	}
+	return res, err
+}
+
+// errHeaderTimeout is the error of an app that did not send its response
+// head within upstream_timeout; a net.Error with Timeout, so it is
+// answered 504.
+var errHeaderTimeout error = timeoutError("timeout awaiting response headers")
+
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// readHead reads the final response head, passing informational (1xx)
+// responses to the request's httptrace.ClientTrace, which is how
+// ReverseProxy forwards them.
+func (t *transport) readHead(pc *upConn, req *http.Request) (*http.Response, error) {
+	trace := httptrace.ContextClientTrace(req.Context())
+	for n := 0; ; n++ {
+		pc.lr.n = t.maxHeaderBytes
+		buffered := pc.br.Buffered()
+		res, err := http.ReadResponse(pc.br, req)
+		if err != nil {
+			if pc.lr.n == 0 {
+				return nil, fmt.Errorf("upstream response head exceeds %d bytes", t.maxHeaderBytes)
+			}
+			// ReadResponse reports a connection that ended before the
+			// first byte as ErrUnexpectedEOF too: count the bytes.
+			nothing := n == 0 && buffered == 0 && pc.lr.n == t.maxHeaderBytes
+			if nothing && (err == io.EOF || err == io.ErrUnexpectedEOF || errors.Is(err, syscall.ECONNRESET)) {
+				return nil, &retryableError{err}
+			}
+			return nil, err
+		}
+		pc.lr.n = -1
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			pc.SetReadDeadline(time.Time{})
+			res.Body = &upgradeBody{pc: pc}
+			return res, nil
+		}
+		if res.StatusCode >= 200 {
+			pc.SetReadDeadline(time.Time{})
+			res.Body = &upBody{t: t, pc: pc, body: res.Body, keep: !res.Close && !req.Close}
+			return res, nil
+		}
+		if n == max1xx {
+			return nil, fmt.Errorf("upstream sent more than %d informational responses", max1xx)
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// Request headers writeRequest frames itself.
+var framingHeaders = map[string]bool{"Host": true, "User-Agent": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+
+// errBodyWrite marks a failure to send the request body to the app;
+// errClientBody one to read it from the client.
+var (
+	errBodyWrite  = errors.New("sending the request body")
+	errClientBody = errors.New("reading the request body from the client")
+)
+
+// writeRequest writes req on pc in HTTP/1.1 wire format: the framing is
+// derived from req.ContentLength and req.Body, never copied from the
+// client's own Content-Length or Transfer-Encoding headers. Each write of
+// body data must complete within timeout (an app that stops reading).
+func writeRequest(pc *upConn, req *http.Request, timeout time.Duration) error {
+	bw := pc.bw
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	if ua := req.Header.Get("User-Agent"); ua != "" {
+		writeField(bw, "User-Agent", ua)
+	}
+	chunked := req.Body != nil && req.ContentLength < 0
+	switch {
+	case chunked:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(req.Trailer) > 0 {
+			writeField(bw, "Trailer", trailerNames(req.Trailer))
+		}
+	case req.Body != nil || req.ContentLength > 0 || methodWantsLength(req.Method):
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), max(req.ContentLength, 0), 10))
+		bw.WriteString("\r\n")
+	}
+	if err := req.Header.WriteSubset(bw, framingHeaders); err != nil {
+		return err
+	}
+	bw.WriteString("\r\n")
+	if req.Body != nil {
+		if err := writeBody(pc, req, chunked, timeout); err != nil {
+			return fmt.Errorf("%w: %w", errBodyWrite, err)
+		}
+		pc.SetWriteDeadline(time.Time{})
+		return nil
+	}
+	return bw.Flush()
+}
+
+// writeBody copies the request body to the app, chunked or exactly
+// req.ContentLength bytes, then the trailer of a chunked body (whose values
+// the body's reader filled in at its end).
+func writeBody(pc *upConn, req *http.Request, chunked bool, timeout time.Duration) error {
+	bw := pc.bw
+	buf := buffers.Get().(*[copyBufferSize]byte)
+	defer buffers.Put(buf)
+	var body io.Reader = req.Body
+	if !chunked {
+		body = io.LimitReader(req.Body, req.ContentLength)
+	}
+	var sent int64
+	for {
+		n, err := body.Read(buf[:])
+		if n > 0 {
+			if timeout > 0 {
+				pc.SetWriteDeadline(time.Now().Add(timeout))
+			}
+			if chunked {
+				bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(n), 16))
+				bw.WriteString("\r\n")
+			}
+			bw.Write(buf[:n])
+			if chunked {
+				bw.WriteString("\r\n")
+			}
+			// Flush each piece: the app sees the body as it arrives.
+			if werr := bw.Flush(); werr != nil {
+				return werr
+			}
+			sent += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", errClientBody, err)
+		}
+	}
+	if !chunked {
+		if sent < req.ContentLength {
+			return fmt.Errorf("%w: %w", errClientBody, io.ErrUnexpectedEOF)
+		}
+		return nil
+	}
+	bw.WriteString("0\r\n")
+	if err := req.Trailer.Write(bw); err != nil {
+		return err
+	}
+	bw.WriteString("\r\n")
+	return bw.Flush()
+}
+
+// methodWantsLength reports whether a bodiless request of this method
+// should say "Content-Length: 0" (as net/http's client does), since some
+// servers refuse a POST without one.
+func methodWantsLength(m string) bool { return m == "POST" || m == "PUT" || m == "PATCH" }
+
+func writeField(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
+
+func trailerNames(h http.Header) string {
+	var b []byte
+	for k := range h {
+		if len(b) > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, k...)
+	}
+	return string(b)
+}
+
+// upBody is a response body that returns its connection to the pool when
+// read to its end, and closes it when abandoned before that.
+type upBody struct {
+	t    *transport
+	pc   *upConn
+	body io.ReadCloser
+	keep bool // the exchange allows another request on the connection
+	done bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.body.Read(p)
+	if err != nil {
+		b.done = true
+		if err == io.EOF && b.keep && b.pc.br.Buffered() == 0 {
+			b.t.put(b.pc)
+		} else {
+			b.pc.Close()
+		}
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	if !b.done {
+		b.done = true
+		b.pc.Close()
+	}
+	return nil
+}
+
+// upgradeBody is the connection after a 101 response, as ReverseProxy
+// wants it: readable (including what was buffered), writable, closable.
+type upgradeBody struct{ pc *upConn }
+
+func (u *upgradeBody) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
+func (u *upgradeBody) Write(p []byte) (int, error) { return u.pc.Write(p) }
+func (u *upgradeBody) Close() error                { return u.pc.Close() }
+
+// limitReader bounds how much a head may take: n < 0 is unlimited; at 0
+// it reports EOF, which the head's parser turns into an error.
+type limitReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.r.Read(p)
+	}
+	if l.n == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}

@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// appServer is an upstream app that counts its connections and can close
+// the idle ones behind the proxy's back, as apps with a short keep-alive
+// timeout do.
+type appServer struct {
+	srv   *httptest.Server
+	conns atomic.Int32 // accepted so far
+	reqs  atomic.Int32 // requests served so far
+
+	mu   sync.Mutex
+	idle map[net.Conn]bool
+}
+
+func newAppServer(t *testing.T, h http.HandlerFunc) *appServer {
+	a := &appServer{idle: map[net.Conn]bool{}}
+	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.reqs.Add(1)
+		h(w, r)
+	}))
+	a.srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		switch s {
+		case http.StateNew:
+			a.conns.Add(1)
+		case http.StateIdle:
+			a.idle[c] = true
+		default:
+			delete(a.idle, c)
+		}
+	}
+	a.srv.Start()
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+// closeIdle closes every idle connection from the app's side and returns
+// how many it closed.
+func (a *appServer) closeIdle() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := len(a.idle)
+	for c := range a.idle {
+		c.Close()
+		delete(a.idle, c)
+	}
+	return n
+}
+
+func (a *appServer) transport() *transport {
+	return newTransport("http", strings.TrimPrefix(a.srv.URL, "http://"), "", guard)
+}
+
+func roundTrip(t *testing.T, tr *transport, method, path, body string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://app.example.com"+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, string(b)
+}
+
+func echoApp(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	io.WriteString(w, r.Method+" "+string(b))
+}
+
+func TestTransportReusesConnections(t *testing.T) {
+	app := newAppServer(t, echoApp)
+	tr := app.transport()
+	for range 20 {
+		if code, body := roundTrip(t, tr, "GET", "/", ""); code != 200 || body != "GET " {
+			t.Fatalf("got %d %q", code, body)
+		}
+	}
+	if n := app.conns.Load(); n != 1 {
+		t.Errorf("20 sequential requests used %d connections, want 1", n)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 10 {
+				roundTrip(t, tr, "POST", "/", "x")
+			}
+		})
+	}
+	wg.Wait()
+	if n := app.conns.Load(); n > 9 {
+		t.Errorf("8 concurrent clients used %d connections, want at most 9", n)
+	}
+	tr.CloseIdleConnections()
+	waitFor(t, "the app to see its connections closed", func() bool { return app.closeIdle() == 0 })
+}
+
+// TestTransportAppClosedIdle: the app closed a pooled connection while it
+// was idle. The next request, with or without a body, still gets through,
+// and reaches the app exactly once.
+func TestTransportAppClosedIdle(t *testing.T) {
+	app := newAppServer(t, echoApp)
+	tr := app.transport()
+	tests := []struct{ method, body string }{{"GET", ""}, {"POST", "payload"}, {"GET", ""}}
+	for _, tt := range tests {
+		roundTrip(t, tr, "GET", "/", "") // leaves one idle connection in the pool
+		waitFor(t, "the app to see its connection idle", func() bool { return app.closeIdle() == 1 })
+		before := app.reqs.Load()
+		if code, body := roundTrip(t, tr, tt.method, "/", tt.body); code != 200 || body != tt.method+" "+tt.body {
+			t.Errorf("%s after the app closed the idle connection: %d %q", tt.method, code, body)
+		}
+		if n := app.reqs.Load() - before; n != 1 {
+			t.Errorf("%s reached the app %d times, want once", tt.method, n)
+		}
+	}
+}
+
+func TestTransportRefusesHugeHead(t *testing.T) {
+	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) {
+		for i := range 20 {
+			w.Header().Set("X-Big-"+string(rune('a'+i)), strings.Repeat("b", 64<<10))
+		}
+	})
+	tr := app.transport()
+	req, _ := http.NewRequest("GET", "http://app.example.com/", nil)
+	if res, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		if res != nil {
+			res.Body.Close()
+		}
+		t.Errorf("1.3 MiB response head: err %v, want one that says it exceeds the bound", err)
+	}
+}
+
+// TestTransportHeaderTimeout: an app that does not answer within the
+// timeout gets an error that is a net.Error timeout (answered 504), and a
+// cancelled HTTP/2 request stops waiting at once.
+func TestTransportHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) { <-release })
+	defer close(release)
+	tr := newTransport("http", strings.TrimPrefix(app.srv.URL, "http://"), "", 50*time.Millisecond)
+	req, _ := http.NewRequest("GET", "http://app.example.com/", nil)
+	_, err := tr.RoundTrip(req)
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Errorf("err %v, want a net.Error timeout", err)
+	}
+
+	tr = app.transport()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://app.example.com/", nil)
+	errc := make(chan error, 1)
+	go func() { _, err := tr.RoundTrip(req); errc <- err }()
+	waitFor(t, "the request to reach the app", func() bool { return app.reqs.Load() == 2 })
+	cancel()
+	select {
+	case err := <-errc:
+		if err != context.Canceled {
+			t.Errorf("err %v, want context.Canceled", err)
+		}
+	case <-time.After(guard):
+		t.Fatal("RoundTrip still waiting after its context was cancelled")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after guard.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
