@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -345,11 +346,14 @@ type harnessConfig struct {
 	// Routes fields; source classifies peers (nil: everyone is "other").
 	strict, trustCF, requireSource bool
 	source                         func(netip.Addr) string
+	// idleTimeout and readHeaderTimeout set the Server's; defaults 120s
+	// and guard.
+	idleTimeout, readHeaderTimeout time.Duration
 }
 
 // harness runs the proxy wired as cmd/aopguard/run.go wires it: a
-// tlsconfig.Server listener on 127.0.0.1, an http.Server with
-// ConnContext and the proxy Handler, Routes from Upstreams.
+// tlsconfig.Server listener on 127.0.0.1, a proxy Server with the proxy
+// Handler, Routes from Upstreams.
 type harness struct {
 	pki      *testPKI
 	addr     string
@@ -358,6 +362,7 @@ type harness struct {
 	verifies *counters // host|mode|result|action
 	requests *counters // host|class; also duration|host, upstream|host and upstream_error|host|kind
 	observed chan RequestInfo
+	srv      *Server
 }
 
 // meters is a fake Meters keeping everything in the harness's counters:
@@ -424,19 +429,18 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	}
 	h.addr = ln.Addr().String()
 	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{Source: cfg.source})
-	srv := &http.Server{
-		Handler: NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
-			select {
-			case h.observed <- ri:
-			default: // a test that does not read them
-			}
-		}}),
-		ConnContext:       ConnContext,
-		MaxHeaderBytes:    max(maxHeaderBytes-4096, 1024),
-		ReadHeaderTimeout: guard,
-		IdleTimeout:       120 * time.Second,
+	srv := NewServer(NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
+		select {
+		case h.observed <- ri:
+		default: // a test that does not read them
+		}
+	}}), ServerOptions{
+		MaxHeaderBytes:    maxHeaderBytes,
+		ReadHeaderTimeout: cmp.Or(cfg.readHeaderTimeout, guard),
+		IdleTimeout:       cmp.Or(cfg.idleTimeout, 120*time.Second),
 		ErrorLog:          log.New(h.log, "http: ", 0),
-	}
+	})
+	h.srv = srv
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(tlsSrv.Listener(ln)) }()
 	t.Cleanup(func() {

@@ -172,16 +172,12 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		MaxHandshakes:    cfg.MaxHandshakes,
 		ACMETLS:          a.servers.acmeTLS(),
 	})
-	srv := &http.Server{
-		Handler:     proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}),
-		ConnContext: proxy.ConnContext,
-		// net/http reads up to MaxHeaderBytes+4096 before answering 431;
-		// subtract the slack so the configured figure is the real bound.
-		MaxHeaderBytes:    max(cfg.MaxHeaderBytes-4096, 1024),
+	srv := proxy.NewServer(proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}), proxy.ServerOptions{
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          log.New(levelWriter{logger, zerolog.DebugLevel, "http"}, "", 0),
-	}
+	})
 	admin := &http.Server{
 		Handler:           a.adminHandler(f.adminPprof),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -1,0 +1,681 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// MaxHeaderBytes bounds a request's head (request line and headers);
+	// a longer one is answered 431.
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds reading a request's head.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a connection.
+	IdleTimeout time.Duration
+	// ErrorLog receives what the server cannot attribute to a request
+	// (a handler's panic; HTTP/2 protocol errors).
+	ErrorLog *log.Logger
+}
+
+// Server serves the connections a tlsconfig.Server listener accepts with a
+// Handler: HTTP/2 connections through net/http, HTTP/1.1 connections
+// itself. Cloudflare reaches origins over HTTP/1.1 by default and keeps
+// those connections busy, so that path is the one to make cheap: one
+// goroutine per connection, no background reader or cancellable context
+// per request (net/http has both), and no read or write buffer held while
+// a connection waits for its next request.
+type Server struct {
+	h    *Handler
+	opts ServerOptions
+	h2   *http.Server
+	h2ln *chanListener
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*h1conn]struct{}
+	shutting atomic.Bool
+}
+
+// NewServer returns a Server that answers every request with h.
+func NewServer(h *Handler, opts ServerOptions) *Server {
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
+	s := &Server{h: h, opts: opts, conns: map[*h1conn]struct{}{}, h2ln: newChanListener()}
+	s.h2 = &http.Server{
+		Handler:     h,
+		ConnContext: ConnContext,
+		// net/http reads up to MaxHeaderBytes+4096 before answering 431;
+		// subtract the slack so the configured figure is the real bound.
+		MaxHeaderBytes:    max(opts.MaxHeaderBytes-4096, 1024),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		ErrorLog:          opts.ErrorLog,
+	}
+	return s
+}
+
+// Serve accepts connections from l until it fails or the Server is shut
+// down; then it returns http.ErrServerClosed. l must return *tls.Conn
+// whose handshake is complete, as a tlsconfig.Server listener does.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.ln = l
+	s.h2ln.addr = l.Addr()
+	s.mu.Unlock()
+	go s.h2.Serve(s.h2ln)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return http.ErrServerClosed
+			}
+			return err
+		}
+		tc, ok := c.(*tls.Conn)
+		if !ok {
+			c.Close() // only connections a tlsconfig.Server judged are served
+			continue
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			s.h2ln.hand(tc)
+			continue
+		}
+		go s.serveH1(tc)
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish, and returns when all connections are closed or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	h2err := make(chan error, 1)
+	go func() { h2err <- s.h2.Shutdown(ctx) }()
+	wait := time.Millisecond
+	for s.closeIdle() > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+	return <-h2err
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	s.stop()
+	err := s.h2.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.state.Store(connClosed)
+		c.tc.Close()
+	}
+	s.mu.Unlock()
+	return err
+}
+
+func (s *Server) stop() {
+	s.mu.Lock()
+	s.shutting.Store(true)
+	ln := s.ln
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	s.h2ln.Close()
+}
+
+// closeIdle closes the HTTP/1.1 connections waiting for a request and
+// returns how many remain.
+func (s *Server) closeIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(connIdle, connClosed) {
+			c.tc.Close()
+		}
+	}
+	return len(s.conns)
+}
+
+func (s *Server) track(c *h1conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *h1conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.opts.ErrorLog != nil {
+		s.opts.ErrorLog.Printf(format, args...)
+	}
+}
+
+// chanListener hands HTTP/2 connections to the net/http server.
+type chanListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	addr  net.Addr
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) hand(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// States of an HTTP/1.1 connection.
+const (
+	connIdle     int32 = iota // waiting for a request: Shutdown may close it
+	connActive                // reading a request or writing its response
+	connClosed                // closed by Shutdown or Close
+	connHijacked              // handed to a protocol upgrade
+)
+
+// h1conn is one HTTP/1.1 connection. Between requests it holds no buffers:
+// it waits for the first byte of the next request with a one-byte read,
+// then borrows a reader and a writer from pools for that request.
+type h1conn struct {
+	srv    *Server
+	tc     *tls.Conn
+	ctx    context.Context
+	remote string
+	tls    tls.ConnectionState
+	state  atomic.Int32
+
+	peek   [1]byte
+	peeked bool
+	lr     limitReader // under br: bounds the request head
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	w      h1response // reused for every request
+}
+
+// Read feeds the byte that ended the idle wait, then the connection.
+func (c *h1conn) Read(p []byte) (int, error) {
+	if c.peeked && len(p) > 0 {
+		c.peeked = false
+		p[0] = c.peek[0]
+		return 1, nil
+	}
+	return c.tc.Read(p)
+}
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func (s *Server) serveH1(tc *tls.Conn) {
+	c := &h1conn{srv: s, tc: tc, remote: tc.RemoteAddr().String(), tls: tc.ConnectionState()}
+	c.lr.r = c
+	c.w.header = make(http.Header)
+	// ServerContextKey makes ReverseProxy abort (panic with
+	// ErrAbortHandler) when copying a response body fails, as it does
+	// under net/http; the connection is then closed without completing
+	// the response, so a truncated body never looks whole.
+	c.ctx = context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.h2), connKey{}, net.Conn(tc))
+	if !s.track(c) {
+		tc.Close()
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
+			s.logf("http: panic serving %s: %v\n%s", c.remote, p, debug.Stack())
+		}
+		if c.state.Load() != connHijacked {
+			c.releaseBuffers()
+			tc.Close()
+		}
+		s.untrack(c)
+	}()
+	wait := s.opts.ReadHeaderTimeout
+	for c.next(wait) && c.serveRequest() && !s.shutting.Load() {
+		wait = s.opts.IdleTimeout
+	}
+}
+
+// next waits up to wait for the next request to begin and reports whether
+// one did.
+func (c *h1conn) next(wait time.Duration) bool {
+	if c.br == nil || c.br.Buffered() == 0 {
+		c.releaseBuffers()
+		c.state.CompareAndSwap(connActive, connIdle)
+		if c.state.Load() != connIdle {
+			return false
+		}
+		c.tc.SetReadDeadline(deadline(wait))
+		if n, _ := c.tc.Read(c.peek[:]); n == 0 {
+			return false
+		}
+		c.peeked = true
+	}
+	if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() != connActive {
+		return false
+	}
+	c.tc.SetReadDeadline(deadline(c.srv.opts.ReadHeaderTimeout))
+	return true
+}
+
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+// releaseBuffers returns the connection's buffers to their pools.
+func (c *h1conn) releaseBuffers() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readers.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writers.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+// maxDrain is how much of a request body the handler left unread is read
+// (and discarded) to keep the connection for the next request.
+const maxDrain = 256 << 10
+
+// serveRequest reads one request, answers it, and reports whether the
+// connection may carry another.
+func (c *h1conn) serveRequest() bool {
+	s := c.srv
+	if c.br == nil {
+		c.br = readers.Get().(*bufio.Reader)
+		c.br.Reset(&c.lr)
+	}
+	c.bw = writers.Get().(*bufio.Writer)
+	c.bw.Reset(c.tc)
+	c.lr.n = int64(s.opts.MaxHeaderBytes)
+	req, err := http.ReadRequest(c.br)
+	hitLimit := c.lr.n == 0
+	c.lr.n = -1
+	if err != nil {
+		var ne net.Error
+		switch {
+		case hitLimit:
+			c.refuse(http.StatusRequestHeaderFieldsTooLarge, "")
+		case err == io.EOF || errors.As(err, &ne):
+			// The client closed the connection or stalled mid-head.
+		default:
+			c.refuse(http.StatusBadRequest, err.Error())
+		}
+		return false
+	}
+	if msg := checkRequest(req); msg != "" {
+		status := http.StatusBadRequest
+		if req.ProtoMajor != 1 {
+			status = http.StatusHTTPVersionNotSupported
+		}
+		c.refuse(status, msg)
+		return false
+	}
+	c.tc.SetReadDeadline(time.Time{}) // the body arrives at the client's pace, as under net/http
+	var cont *expectContinue
+	if e, ok := req.Header["Expect"]; ok {
+		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
+			c.refuse(http.StatusExpectationFailed, "")
+			return false
+		}
+		// Answer "100 Continue" ourselves when the body is first read,
+		// as net/http does; the app gets a plain request with a body.
+		delete(req.Header, "Expect")
+		if req.Body != http.NoBody && req.ProtoAtLeast(1, 1) {
+			cont = &expectContinue{c: c, body: req.Body}
+			req.Body = cont
+		}
+	}
+	req.RemoteAddr = c.remote
+	req.TLS = &c.tls
+	req = req.WithContext(c.ctx)
+
+	w := &c.w
+	w.reset(c, req)
+	s.h.ServeHTTP(w, req)
+	if c.state.Load() == connHijacked {
+		return false
+	}
+	if !w.finish() {
+		return false
+	}
+	if cont != nil && !cont.sent {
+		return false // the client may still send the body it was never asked for
+	}
+	if req.Body != http.NoBody {
+		if n, _ := io.CopyN(io.Discard, req.Body, maxDrain+1); n > maxDrain {
+			return false
+		}
+		// A body that ended early or was malformed leaves the stream
+		// unusable; one more read tells.
+		if _, err := req.Body.Read(c.peek[:0]); err != io.EOF {
+			return false
+		}
+	}
+	return !w.closeAfter
+}
+
+// checkRequest applies the checks net/http's server makes after parsing a
+// request, and returns what is wrong ("" for nothing).
+func checkRequest(req *http.Request) string {
+	if req.ProtoMajor != 1 {
+		return "unsupported protocol version"
+	}
+	if req.ProtoAtLeast(1, 1) && req.Host == "" && req.Method != "CONNECT" {
+		return "missing required Host header"
+	}
+	if !httpguts.ValidHostHeader(req.Host) {
+		return "malformed Host header"
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return "invalid header name"
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return "invalid header value"
+			}
+		}
+	}
+	return ""
+}
+
+// refuse answers a request that never reaches the handler, and the
+// connection is closed after it.
+func (c *h1conn) refuse(status int, msg string) {
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	if msg != "" {
+		text += ": " + msg
+	}
+	bw := c.bw
+	bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
+	bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(text)) + "\r\n\r\n" + text)
+	c.tc.SetWriteDeadline(time.Now().Add(time.Second))
+	bw.Flush()
+}
+
+// expectContinue sends "100 Continue" before the first read of a body the
+// client announced with "Expect: 100-continue".
+type expectContinue struct {
+	c    *h1conn
+	body io.ReadCloser
+	sent bool
+}
+
+func (e *expectContinue) Read(p []byte) (int, error) {
+	if !e.sent {
+		if e.c.w.wroteHeader {
+			return 0, io.EOF // answered already: the client need not send it
+		}
+		e.sent = true
+		e.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := e.c.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return e.body.Read(p)
+}
+
+func (e *expectContinue) Close() error { return e.body.Close() }
+
+// h1response is the http.ResponseWriter of an HTTP/1.1 request. Headers
+// are written with the first body byte (or at the end); the body is framed
+// by the Content-Length the handler set, or chunked when it set none.
+type h1response struct {
+	c      *h1conn
+	req    *http.Request
+	header http.Header // reused: cleared for every request
+
+	wroteHeader bool
+	status      int
+	length      int64 // declared Content-Length; -1: none
+	written     int64
+	chunked     bool
+	bodyless    bool
+	closeAfter  bool
+	trailers    []string // names announced in "Trailer"
+}
+
+var (
+	connClose     = []string{"close"}
+	connKeepAlive = []string{"keep-alive"}
+	teChunked     = []string{"chunked"}
+)
+
+func (w *h1response) reset(c *h1conn, req *http.Request) {
+	h := w.header
+	clear(h)
+	*w = h1response{c: c, req: req, header: h, length: -1, closeAfter: req.Close}
+}
+
+func (w *h1response) Header() http.Header { return w.header }
+
+func (w *h1response) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("proxy: invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	bw := w.c.bw
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		// Informational: sent at once; the final response follows.
+		if w.req.ProtoAtLeast(1, 1) {
+			writeStatusLine(bw, code)
+			w.header.Write(bw)
+			bw.WriteString("\r\n")
+			bw.Flush()
+		}
+		return
+	}
+	w.wroteHeader, w.status = true, code
+	h := w.header
+	delete(h, "Transfer-Encoding")
+	w.bodyless = w.req.Method == "HEAD" || code == http.StatusNoContent || code == http.StatusNotModified || code == http.StatusSwitchingProtocols
+	if code == http.StatusNoContent {
+		delete(h, "Content-Length")
+	} else if v := h["Content-Length"]; len(v) > 0 {
+		n, err := strconv.ParseInt(v[0], 10, 64)
+		if len(v) != 1 || err != nil || n < 0 {
+			delete(h, "Content-Length")
+		} else {
+			w.length = n
+		}
+	}
+	if t := h["Trailer"]; len(t) > 0 && !w.bodyless && w.req.ProtoAtLeast(1, 1) {
+		for _, v := range t {
+			for _, k := range strings.Split(v, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
+				}
+			}
+		}
+		delete(h, "Content-Length") // trailers need the chunked framing
+		w.length = -1
+	}
+	if !w.bodyless && w.length < 0 {
+		if w.req.ProtoAtLeast(1, 1) {
+			w.chunked = true
+			h["Transfer-Encoding"] = teChunked
+		} else {
+			w.closeAfter = true // HTTP/1.0: the end of the body is the end of the connection
+		}
+	}
+	if w.c.srv.shutting.Load() {
+		w.closeAfter = true
+	}
+	switch {
+	case w.closeAfter:
+		h["Connection"] = connClose
+	case !w.req.ProtoAtLeast(1, 1):
+		h["Connection"] = connKeepAlive // HTTP/1.0 that asked for keep-alive
+	}
+	if _, ok := h["Date"]; !ok {
+		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+	}
+	writeStatusLine(bw, code)
+	h.Write(bw)
+	bw.WriteString("\r\n")
+}
+
+func writeStatusLine(bw *bufio.Writer, code int) {
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\n")
+}
+
+func (w *h1response) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.bodyless {
+		return 0, http.ErrBodyNotAllowed
+	}
+	var tooLong error
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		p, tooLong = p[:w.length-w.written], http.ErrContentLength
+	}
+	if len(p) == 0 {
+		return 0, tooLong
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
+		bw.WriteString("\r\n")
+	}
+	n, err := bw.Write(p)
+	w.written += int64(n)
+	if w.chunked && err == nil {
+		_, err = bw.WriteString("\r\n")
+	}
+	if err == nil {
+		err = tooLong
+	}
+	return n, err
+}
+
+// FlushError sends what is buffered to the client (http.ResponseController).
+func (w *h1response) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.c.bw.Flush()
+}
+
+// Flush implements http.Flusher.
+func (w *h1response) Flush() { w.FlushError() }
+
+// Hijack hands the connection to a protocol upgrade (ReverseProxy, for a
+// 101 answer). What the client sent beyond the request is in the reader.
+func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.wroteHeader {
+		return nil, nil, errors.New("proxy: hijack after the response was written")
+	}
+	c := w.c
+	if !c.state.CompareAndSwap(connActive, connHijacked) {
+		return nil, nil, net.ErrClosed
+	}
+	c.tc.SetDeadline(time.Time{})
+	return c.tc, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// finish completes the response after the handler returned and reports
+// whether it reached the client whole.
+func (w *h1response) finish() bool {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.WriteString("0\r\n")
+		for _, k := range w.trailers {
+			for _, v := range w.header[k] {
+				writeField(bw, k, headerValue(v))
+			}
+		}
+		for k, vv := range w.header {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidHeaderFieldName(name) {
+				for _, v := range vv {
+					writeField(bw, name, headerValue(v))
+				}
+			}
+		}
+		bw.WriteString("\r\n")
+	}
+	if w.length >= 0 && !w.bodyless && w.written < w.length {
+		w.closeAfter = true // short body: only closing tells the client
+	}
+	return bw.Flush() == nil
+}
+
+// headerValue keeps a trailer value on its line.
+func headerValue(v string) string {
+	if strings.ContainsAny(v, "\r\n") {
+		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	return v
+}
