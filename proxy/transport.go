@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // transport is the http.RoundTripper ReverseProxy uses for one upstream: a
@@ -37,12 +39,6 @@ type transport struct {
 const (
 	maxIdleUpstream = 256 // a sidecar talks to one app: keep enough to absorb bursts
 	idleUpstreamFor = 90 * time.Second
-	// A connection idle for longer than this is checked for a close
-	// from the app before it is reused: apps close idle connections
-	// after their own keep-alive timeout (Node.js: 5s, gunicorn: 2s).
-	// Sooner, a request without a body that finds the connection closed
-	// is retried instead.
-	checkIdleAfter = time.Second
 	// max1xx bounds informational responses before the final one.
 	max1xx = 8
 )
@@ -87,12 +83,12 @@ func newTransport(scheme, addr, serverName string, headerTimeout time.Duration) 
 	return t
 }
 
-// get returns a pooled connection, or dials a new one. A request with a
-// body cannot be retried once sent, so its connection is checked for a
-// close from the app whatever its idle time.
-func (t *transport) get(ctx context.Context, hasBody bool) (*upConn, error) {
-	now := time.Now()
-	for {
+// get returns a pooled connection, or dials a new one (always, when
+// fresh). A pooled connection is reused only if nothing has arrived on it
+// since its last response: neither the app's close nor stray bytes, which
+// would otherwise be read as the next request's response.
+func (t *transport) get(ctx context.Context, fresh bool) (*upConn, error) {
+	for !fresh {
 		t.mu.Lock()
 		n := len(t.idle)
 		if n == 0 {
@@ -103,8 +99,7 @@ func (t *transport) get(ctx context.Context, hasBody bool) (*upConn, error) {
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		idle := now.Sub(pc.idleSince)
-		if (idle < checkIdleAfter && !hasBody) || (idle < idleUpstreamFor && stillOpen(pc.Conn)) {
+		if time.Since(pc.idleSince) < idleUpstreamFor && quiet(pc.Conn) {
 			return pc, nil
 		}
 		pc.Close()
@@ -153,37 +148,55 @@ func (t *transport) CloseIdleConnections() {
 	}
 }
 
-// stillOpen reports whether the app has not closed (or written to) an idle
-// connection, without blocking and without consuming anything.
-func stillOpen(c net.Conn) bool {
+// close retires the transport (its upstream left the configuration):
+// pooled connections are closed now, those in use when they come back.
+func (t *transport) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.CloseIdleConnections()
+}
+
+// quiet reports, without blocking or consuming anything, whether nothing
+// is readable on an idle connection: no close from the app, no stray
+// bytes. For TLS the check looks at the socket under it: an idle TLS
+// connection has nothing to say either (its session tickets arrived
+// before the first response).
+func quiet(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true // TLS: the write or read will tell, and bodiless requests are retried
+		return false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false
 	}
-	open := true
+	quiet := false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Nothing to read: open. EOF (n == 0), an error, or stray bytes
-		// from the app: not reusable.
-		open = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		quiet = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
 		return true
 	})
-	return err == nil && open
+	return err == nil && quiet
 }
 
 // RoundTrip sends req on a pooled connection and returns the response
 // head; the body streams from the connection, which goes back to the pool
-// once the body has been read to its end. A request without a body that
-// fails on a reused connection before any of the response arrived (the app
-// closed it while idle) is retried once on a new connection.
+// once the body has been read to its end. A request that fails on a reused
+// connection before the app can have acted on it is retried once, on a new
+// connection: when it could not be sent whole, or when no byte of an
+// answer came back and the request is one a client may repeat (GET, HEAD,
+// OPTIONS, TRACE without a body, or one with an Idempotency-Key).
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !httpguts.ValidHostHeader(req.Host) {
+		return nil, fmt.Errorf("invalid Host %q", req.Host)
+	}
 	for attempt := 0; ; attempt++ {
-		pc, err := t.get(req.Context(), req.Body != nil)
+		pc, err := t.get(req.Context(), attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -193,18 +206,34 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		pc.Close()
 		var retry *retryableError
-		if attempt == 0 && errors.As(err, &retry) && pc.reused && req.Body == nil {
-			continue
-		}
 		if errors.As(err, &retry) {
+			if attempt == 0 && pc.reused && req.Body == nil && (retry.unsent || replayable(req)) {
+				continue
+			}
 			err = retry.err
 		}
 		return nil, err
 	}
 }
 
-// retryableError marks a failure before any byte of the response arrived.
-type retryableError struct{ err error }
+// replayable reports whether sending req twice is harmless, as net/http's
+// client judges it.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	_, a := req.Header["Idempotency-Key"]
+	_, b := req.Header["X-Idempotency-Key"]
+	return a || b
+}
+
+// retryableError marks a failure on a connection before any byte of the
+// response arrived; unsent when the request did not go out whole.
+type retryableError struct {
+	err    error
+	unsent bool
+}
 
 func (e *retryableError) Error() string { return e.err.Error() }
 func (e *retryableError) Unwrap() error { return e.err }
@@ -213,7 +242,7 @@ func (e *retryableError) Unwrap() error { return e.err }
 func (t *transport) exchange(pc *upConn, req *http.Request) (*http.Response, error) {
 	if err := writeRequest(pc, req, t.headerTimeout); err != nil {
 		if !errors.Is(err, errBodyWrite) {
-			return nil, &retryableError{err}
+			return nil, &retryableError{err: err, unsent: true}
 		}
 		if errors.Is(err, errClientBody) {
 			return nil, err
@@ -235,23 +264,30 @@ func (t *transport) exchange(pc *upConn, req *http.Request) (*http.Response, err
 		pc.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	ctx := req.Context()
+	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		// HTTP/2 streams can be cancelled by the client: stop waiting
-		// for the app then. (HTTP/1.1 requests come with a context that
-		// is never cancelled.)
-		stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
-		defer stop()
+		// for the app then, for the head or the body. (HTTP/1.1 requests
+		// come with a context that is never cancelled.)
+		stop = context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
 	}
 	res, err := t.readHead(pc, req)
 	if err != nil {
+		stop()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 			return nil, errHeaderTimeout
 		}
+		return nil, err
 	}
-	return res, err
+	if b, ok := res.Body.(*upBody); ok {
+		b.stop = stop
+	} else {
+		stop()
+	}
+	return res, nil
 }
 
 // errHeaderTimeout is the error of an app that did not send its response
@@ -282,19 +318,22 @@ func (t *transport) readHead(pc *upConn, req *http.Request) (*http.Response, err
 			// first byte as ErrUnexpectedEOF too: count the bytes.
 			nothing := n == 0 && buffered == 0 && pc.lr.n == t.maxHeaderBytes
 			if nothing && (err == io.EOF || err == io.ErrUnexpectedEOF || errors.Is(err, syscall.ECONNRESET)) {
-				return nil, &retryableError{err}
+				return nil, &retryableError{err: err}
 			}
 			return nil, err
 		}
 		pc.lr.n = -1
 		if res.StatusCode == http.StatusSwitchingProtocols {
+			if req.Header.Get("Upgrade") == "" {
+				return nil, errors.New("upstream switched protocols unasked")
+			}
 			pc.SetReadDeadline(time.Time{})
 			res.Body = &upgradeBody{pc: pc}
 			return res, nil
 		}
 		if res.StatusCode >= 200 {
 			pc.SetReadDeadline(time.Time{})
-			res.Body = &upBody{t: t, pc: pc, body: res.Body, keep: !res.Close && !req.Close}
+			res.Body = &upBody{t: t, pc: pc, body: res.Body, keep: !res.Close && !req.Close, stop: func() bool { return true }}
 			return res, nil
 		}
 		if n == max1xx {
@@ -447,6 +486,9 @@ type upBody struct {
 	body io.ReadCloser
 	keep bool // the exchange allows another request on the connection
 	done bool
+	// stop disarms the cancellation of an HTTP/2 request; false when it
+	// has fired (or is firing): the connection's deadline is spoilt.
+	stop func() bool
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
@@ -456,7 +498,7 @@ func (b *upBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	if err != nil {
 		b.done = true
-		if err == io.EOF && b.keep && b.pc.br.Buffered() == 0 {
+		if b.stop() && err == io.EOF && b.keep && b.pc.br.Buffered() == 0 {
 			b.t.put(b.pc)
 		} else {
 			b.pc.Close()
@@ -468,6 +510,7 @@ func (b *upBody) Read(p []byte) (int, error) {
 func (b *upBody) Close() error {
 	if !b.done {
 		b.done = true
+		b.stop()
 		b.pc.Close()
 	}
 	return nil
@@ -480,6 +523,15 @@ type upgradeBody struct{ pc *upConn }
 func (u *upgradeBody) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
 func (u *upgradeBody) Write(p []byte) (int, error) { return u.pc.Write(p) }
 func (u *upgradeBody) Close() error                { return u.pc.Close() }
+
+// CloseWrite passes a half-close on: ReverseProxy uses it when the client
+// is done sending but the app is not done answering.
+func (u *upgradeBody) CloseWrite() error {
+	if cw, ok := u.pc.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return u.pc.Close()
+}
 
 // limitReader bounds how much a head may take: n < 0 is unlimited; at 0
 // it reports EOF, which the head's parser turns into an error.

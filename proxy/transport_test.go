@@ -197,3 +197,64 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestTransportNoRepeat: a POST without a body whose connection dies
+// before an answer is not sent again (the app may have acted on it); a
+// GET is.
+func TestTransportNoRepeat(t *testing.T) {
+	var posts, gets atomic.Int32
+	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/die" {
+			if r.Method == "POST" && posts.Add(1) > 0 || r.Method == "GET" && gets.Add(1) == 1 {
+				if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					c.Close() // dies after reading the request, before answering
+				}
+				return
+			}
+		}
+		io.WriteString(w, "ok")
+	})
+	tr := app.transport()
+	roundTrip(t, tr, "GET", "/", "") // a pooled connection to fail on
+	req, _ := http.NewRequest("POST", "http://app.example.com/die", nil)
+	if res, err := tr.RoundTrip(req); err == nil {
+		res.Body.Close()
+		t.Error("POST on a connection that died got an answer")
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("POST reached the app %d times, want once", n)
+	}
+	roundTrip(t, tr, "GET", "/", "")
+	if code, body := roundTrip(t, tr, "GET", "/die", ""); code != 200 || body != "ok" || gets.Load() != 2 {
+		t.Errorf("GET: %d %q after %d tries; want ok on the second", code, body, gets.Load())
+	}
+}
+
+// TestTransportStrayBytes: bytes an app sends after a response (here: a
+// body for a HEAD) are never read as the next request's response.
+func TestTransportStrayBytes(t *testing.T) {
+	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "HEAD" {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 48\r\n\r\n")
+			brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+			brw.Flush()
+			time.Sleep(50 * time.Millisecond) // keep it open: the bytes must be noticed, not the close
+			return
+		}
+		io.WriteString(w, "real")
+	})
+	tr := app.transport()
+	for range 3 {
+		if code, _ := roundTrip(t, tr, "HEAD", "/", ""); code != 200 {
+			t.Fatalf("HEAD: %d", code)
+		}
+		if code, body := roundTrip(t, tr, "GET", "/", ""); code != 200 || body != "real" {
+			t.Errorf("GET after a HEAD with stray bytes: %d %q, want real", code, body)
+		}
+	}
+}

@@ -98,7 +98,7 @@ func (u *Upstreams) Prune(rt *Routes) {
 	defer u.mu.Unlock()
 	for k, t := range u.transports {
 		if !used[k] {
-			t.CloseIdleConnections()
+			t.close()
 			delete(u.transports, k)
 		}
 	}
