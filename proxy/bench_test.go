@@ -119,7 +119,7 @@ func BenchmarkAccessLog(b *testing.B) {
 	rec := &recorder{status: 200, bytes: 1024}
 	b.ReportAllocs()
 	for b.Loop() {
-		h.logAccess(r, p, ci, verdict, 200, rec, 1234567*time.Nanosecond, false)
+		h.logAccess(r, p, ci, verdict, 200, rec, 1234567*time.Nanosecond, false, false)
 	}
 	b.ReportMetric(float64(w.n)/float64(b.N), "B/line")
 }
@@ -206,7 +206,7 @@ func newBenchProxy(b *testing.B, upstreamURL string, serve bool) *benchProxy {
 		b.Cleanup(func() { bp.ln.Close() })
 		return bp
 	}
-	srv := &http.Server{Handler: bp.handler, ConnContext: ConnContext, ReadHeaderTimeout: guard, IdleTimeout: 120 * time.Second}
+	srv := NewServer(bp.handler, ServerOptions{MaxHeaderBytes: maxHeaderBytes, ReadHeaderTimeout: guard, IdleTimeout: 120 * time.Second})
 	go srv.Serve(bp.ln)
 	b.Cleanup(func() { srv.Close() })
 	return bp

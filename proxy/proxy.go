@@ -150,6 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := recorder{ResponseWriter: w}
 	b := &rt.backends[p.Index()]
+	aborted := false
 	var upstreamStart time.Time
 	if p.ActionFor(verdict) == tlsconfig.Reject {
 		http.Error(&rec, "421 misdirected request: this connection's client certificate is not accepted for "+host, http.StatusMisdirectedRequest)
@@ -157,8 +158,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		trusted := rt.TrustCloudflareHeaders && verdict.Result == tlsconfig.Success &&
 			(!rt.RequireCloudflareSource || ci.Source == cfips.Cloudflare)
 		rewriteHeaders(r.Header, verdict, rt.TrustCloudflareHeaders, trusted)
+		if up, ok := r.Header["Upgrade"]; ok && !(len(up) == 1 && strings.EqualFold(up[0], "websocket")) {
+			// Only WebSocket is passed on: after an upgrade to anything
+			// else (h2c above all) the app would read requests on the
+			// tunnel that were never judged by policy or Host here.
+			delete(r.Header, "Upgrade")
+		}
 		upstreamStart = time.Now()
-		b.rp.ServeHTTP(&rec, r)
+		aborted = forward(b.rp, &rec, r)
 	}
 	status := rec.status
 	if status == 0 {
@@ -183,12 +190,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.observe != nil {
 		h.observe(RequestInfo{Policy: p, Verdict: verdict, Conn: ci, Status: status, HealthCheck: health})
 	}
-	h.logAccess(r, p, ci, verdict, status, &rec, elapsed, health)
+	h.logAccess(r, p, ci, verdict, status, &rec, elapsed, health, aborted)
+	if aborted {
+		// The server closes the connection without completing the
+		// response, so a truncated body never looks whole.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// forward runs ReverseProxy and reports whether it aborted the response
+// (a body copy failed midway), so the request still gets its access line.
+func forward(rp http.Handler, w http.ResponseWriter, r *http.Request) (aborted bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			aborted = true
+		}
+	}()
+	rp.ServeHTTP(w, r)
+	return false
 }
 
 // logAccess writes the access line of an answered request.
 func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.ConnInfo, verdict tlsconfig.Verdict,
-	status int, rec *recorder, elapsed time.Duration, health bool) {
+	status int, rec *recorder, elapsed time.Duration, health, aborted bool) {
 	e := h.log.Info().
 		Str("host", Clip(r.Host)).
 		Str("policy", p.Name()).
@@ -217,6 +244,9 @@ func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.
 	}
 	if health {
 		e = e.Bool("health_check", true)
+	}
+	if aborted {
+		e = e.Bool("aborted", true)
 	}
 	e.Str("source", ci.Source).Msg("request")
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -155,7 +156,8 @@ func (s *Server) closeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.state.CompareAndSwap(connIdle, connClosed) {
+		if c.state.CompareAndSwap(connIdle, connClosed) ||
+			(time.Since(c.born) > newConnGrace && c.state.CompareAndSwap(connNew, connClosed)) {
 			c.tc.Close()
 		}
 	}
@@ -222,11 +224,16 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // States of an HTTP/1.1 connection.
 const (
-	connIdle     int32 = iota // waiting for a request: Shutdown may close it
+	connNew      int32 = iota // no request yet: Shutdown closes it after newConnGrace
+	connIdle                  // waiting for the next request: Shutdown closes it
 	connActive                // reading a request or writing its response
 	connClosed                // closed by Shutdown or Close
-	connHijacked              // handed to a protocol upgrade
+	connHijacked              // handed to a protocol upgrade; no longer tracked
 )
+
+// newConnGrace is how long Shutdown lets a new connection bring its first
+// request (which may be on the wire already), as net/http does.
+const newConnGrace = 5 * time.Second
 
 // h1conn is one HTTP/1.1 connection. Between requests it holds no buffers:
 // it waits for the first byte of the next request with a one-byte read,
@@ -237,13 +244,19 @@ type h1conn struct {
 	ctx    context.Context
 	remote string
 	tls    tls.ConnectionState
+	born   time.Time
 	state  atomic.Int32
+	// linger: close with a lingering close, since the client may still be
+	// sending (a body we did not read, a head we refused).
+	linger bool
 
 	peek   [1]byte
 	peeked bool
 	lr     limitReader // under br: bounds the request head
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	out    connWriter // under bw: bounds every write
+	body   bodyReader // the current request's body
 	w      h1response // reused for every request
 }
 
@@ -260,12 +273,13 @@ func (c *h1conn) Read(p []byte) (int, error) {
 var (
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	headers = sync.Pool{New: func() any { return make(http.Header) }}
 )
 
 func (s *Server) serveH1(tc *tls.Conn) {
-	c := &h1conn{srv: s, tc: tc, remote: tc.RemoteAddr().String(), tls: tc.ConnectionState()}
+	c := &h1conn{srv: s, tc: tc, remote: tc.RemoteAddr().String(), tls: tc.ConnectionState(), born: time.Now()}
 	c.lr.r = c
-	c.w.header = make(http.Header)
+	c.out.c = c
 	// ServerContextKey makes ReverseProxy abort (panic with
 	// ErrAbortHandler) when copying a response body fails, as it does
 	// under net/http; the connection is then closed without completing
@@ -281,7 +295,11 @@ func (s *Server) serveH1(tc *tls.Conn) {
 		}
 		if c.state.Load() != connHijacked {
 			c.releaseBuffers()
-			tc.Close()
+			if c.linger {
+				lingerClose(tc)
+			} else {
+				tc.Close()
+			}
 		}
 		s.untrack(c)
 	}()
@@ -294,10 +312,9 @@ func (s *Server) serveH1(tc *tls.Conn) {
 // next waits up to wait for the next request to begin and reports whether
 // one did.
 func (c *h1conn) next(wait time.Duration) bool {
-	if c.br == nil || c.br.Buffered() == 0 {
-		c.releaseBuffers()
-		c.state.CompareAndSwap(connActive, connIdle)
-		if c.state.Load() != connIdle {
+	c.releaseBuffers() // the reader stays if it holds a pipelined request
+	if c.br == nil {
+		if !c.state.CompareAndSwap(connActive, connIdle) && c.state.Load() != connNew {
 			return false
 		}
 		c.tc.SetReadDeadline(deadline(wait))
@@ -306,7 +323,8 @@ func (c *h1conn) next(wait time.Duration) bool {
 		}
 		c.peeked = true
 	}
-	if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() != connActive {
+	if !c.state.CompareAndSwap(connIdle, connActive) && !c.state.CompareAndSwap(connNew, connActive) &&
+		c.state.Load() != connActive {
 		return false
 	}
 	c.tc.SetReadDeadline(deadline(c.srv.opts.ReadHeaderTimeout))
@@ -320,7 +338,8 @@ func deadline(d time.Duration) time.Time {
 	return time.Now().Add(d)
 }
 
-// releaseBuffers returns the connection's buffers to their pools.
+// releaseBuffers returns the connection's buffers to their pools; the
+// reader only when it holds nothing more to parse.
 func (c *h1conn) releaseBuffers() {
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
@@ -331,6 +350,11 @@ func (c *h1conn) releaseBuffers() {
 		c.bw.Reset(nil)
 		writers.Put(c.bw)
 		c.bw = nil
+	}
+	if h := c.w.header; h != nil {
+		clear(h)
+		headers.Put(h)
+		c.w.header = nil
 	}
 }
 
@@ -347,7 +371,8 @@ func (c *h1conn) serveRequest() bool {
 		c.br.Reset(&c.lr)
 	}
 	c.bw = writers.Get().(*bufio.Writer)
-	c.bw.Reset(c.tc)
+	c.bw.Reset(&c.out)
+	c.w.header = headers.Get().(http.Header)
 	c.lr.n = int64(s.opts.MaxHeaderBytes)
 	req, err := http.ReadRequest(c.br)
 	hitLimit := c.lr.n == 0
@@ -372,8 +397,8 @@ func (c *h1conn) serveRequest() bool {
 		c.refuse(status, msg)
 		return false
 	}
-	c.tc.SetReadDeadline(time.Time{}) // the body arrives at the client's pace, as under net/http
-	var cont *expectContinue
+	c.tc.SetReadDeadline(time.Time{})
+	expect := false
 	if e, ok := req.Header["Expect"]; ok {
 		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
 			c.refuse(http.StatusExpectationFailed, "")
@@ -382,10 +407,11 @@ func (c *h1conn) serveRequest() bool {
 		// Answer "100 Continue" ourselves when the body is first read,
 		// as net/http does; the app gets a plain request with a body.
 		delete(req.Header, "Expect")
-		if req.Body != http.NoBody && req.ProtoAtLeast(1, 1) {
-			cont = &expectContinue{c: c, body: req.Body}
-			req.Body = cont
-		}
+		expect = req.ProtoAtLeast(1, 1)
+	}
+	if req.Body != http.NoBody {
+		c.body = bodyReader{c: c, r: req.Body, expect: expect}
+		req.Body = &c.body
 	}
 	req.RemoteAddr = c.remote
 	req.TLS = &c.tls
@@ -400,20 +426,116 @@ func (c *h1conn) serveRequest() bool {
 	if !w.finish() {
 		return false
 	}
-	if cont != nil && !cont.sent {
-		return false // the client may still send the body it was never asked for
-	}
-	if req.Body != http.NoBody {
-		if n, _ := io.CopyN(io.Discard, req.Body, maxDrain+1); n > maxDrain {
-			return false
-		}
-		// A body that ended early or was malformed leaves the stream
-		// unusable; one more read tells.
-		if _, err := req.Body.Read(c.peek[:0]); err != io.EOF {
-			return false
-		}
+	if req.Body != http.NoBody && !c.drainBody() {
+		c.linger = true
+		return false
 	}
 	return !w.closeAfter
+}
+
+// drainBody reads what the handler left of the request body, within
+// maxDrain and drainTimeout, so the connection can carry the next request.
+func (c *h1conn) drainBody() bool {
+	b := &c.body
+	if b.eof {
+		return true
+	}
+	if b.expect {
+		return false // the client was never told to send it; it may yet
+	}
+	b.timeout = drainTimeout
+	n, err := io.CopyN(io.Discard, b, maxDrain+1)
+	return n <= maxDrain && (err == io.EOF || b.eof)
+}
+
+// drainTimeout bounds the wait for an unread body to arrive.
+const drainTimeout = 5 * time.Second
+
+// bodyReader is the request body as the handler sees it: each read waits
+// at most IdleTimeout for the client, the first one sends "100 Continue"
+// when the client asked for it, and the end is noted so the response can
+// say whether the connection survives.
+type bodyReader struct {
+	c       *h1conn
+	r       io.ReadCloser
+	n       int64 // bytes read
+	eof     bool
+	expect  bool // "100 Continue" is owed before the first read
+	timeout time.Duration
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	c := b.c
+	if b.expect {
+		if c.w.wroteHeader {
+			return 0, io.EOF // answered already: the client need not send it
+		}
+		b.expect = false
+		c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := c.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	if t := cmp.Or(b.timeout, c.srv.opts.IdleTimeout); t > 0 {
+		c.tc.SetReadDeadline(time.Now().Add(t))
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return b.r.Close() }
+
+// unreadLeft reports whether closing the connection after the response
+// leaves client data unread: a body not read to its end that is too large
+// to drain, or that the client was never asked to send.
+func (b *bodyReader) unreadLeft(req *http.Request) bool {
+	if req.Body == http.NoBody || b.eof {
+		return false
+	}
+	return b.expect || req.ContentLength < 0 || req.ContentLength-b.n > maxDrain
+}
+
+// connWriter writes to the client; each write must complete within
+// IdleTimeout, so a client that stops reading cannot hold the handler,
+// and its upstream connection, forever.
+type connWriter struct{ c *h1conn }
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	if t := w.c.srv.opts.IdleTimeout; t > 0 {
+		w.c.tc.SetWriteDeadline(time.Now().Add(t))
+	}
+	return w.c.tc.Write(p)
+}
+
+// Bounds of lingerClose.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 16 << 20
+)
+
+// lingerClose closes a connection the client may still be sending on
+// without losing the response: closing a socket with unread data makes the
+// kernel send a reset that can overtake the response, and a client that
+// is still writing (Go's, curl) reports the failed write instead of the
+// answer. So: close_notify and FIN first, then discard what arrives until
+// the client closes too or lingerTime passes (bounded in bytes), then
+// close.
+func lingerClose(tc *tls.Conn) {
+	tc.SetWriteDeadline(time.Now().Add(lingerTime))
+	tc.CloseWrite()
+	raw := tc.NetConn()
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		raw.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(raw, lingerBytes))
+	}
+	tc.Close()
 }
 
 // checkRequest applies the checks net/http's server makes after parsing a
@@ -452,33 +574,9 @@ func (c *h1conn) refuse(status int, msg string) {
 	bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
 	bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
 	bw.WriteString(strconv.Itoa(len(text)) + "\r\n\r\n" + text)
-	c.tc.SetWriteDeadline(time.Now().Add(time.Second))
 	bw.Flush()
+	c.linger = true
 }
-
-// expectContinue sends "100 Continue" before the first read of a body the
-// client announced with "Expect: 100-continue".
-type expectContinue struct {
-	c    *h1conn
-	body io.ReadCloser
-	sent bool
-}
-
-func (e *expectContinue) Read(p []byte) (int, error) {
-	if !e.sent {
-		if e.c.w.wroteHeader {
-			return 0, io.EOF // answered already: the client need not send it
-		}
-		e.sent = true
-		e.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := e.c.bw.Flush(); err != nil {
-			return 0, err
-		}
-	}
-	return e.body.Read(p)
-}
-
-func (e *expectContinue) Close() error { return e.body.Close() }
 
 // h1response is the http.ResponseWriter of an HTTP/1.1 request. Headers
 // are written with the first body byte (or at the end); the body is framed
@@ -486,7 +584,7 @@ func (e *expectContinue) Close() error { return e.body.Close() }
 type h1response struct {
 	c      *h1conn
 	req    *http.Request
-	header http.Header // reused: cleared for every request
+	header http.Header // from a pool, for the request's duration
 
 	wroteHeader bool
 	status      int
@@ -497,6 +595,9 @@ type h1response struct {
 	closeAfter  bool
 	trailers    []string // names announced in "Trailer"
 }
+
+// framingOf1xx are headers an informational response must not carry.
+var framingOf1xx = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
 
 var (
 	connClose     = []string{"close"}
@@ -524,7 +625,7 @@ func (w *h1response) WriteHeader(code int) {
 		// Informational: sent at once; the final response follows.
 		if w.req.ProtoAtLeast(1, 1) {
 			writeStatusLine(bw, code)
-			w.header.Write(bw)
+			w.header.WriteSubset(bw, framingOf1xx)
 			bw.WriteString("\r\n")
 			bw.Flush()
 		}
@@ -563,7 +664,7 @@ func (w *h1response) WriteHeader(code int) {
 			w.closeAfter = true // HTTP/1.0: the end of the body is the end of the connection
 		}
 	}
-	if w.c.srv.shutting.Load() {
+	if w.c.srv.shutting.Load() || w.c.body.unreadLeft(w.req) {
 		w.closeAfter = true
 	}
 	switch {
@@ -630,17 +731,39 @@ func (w *h1response) FlushError() error {
 func (w *h1response) Flush() { w.FlushError() }
 
 // Hijack hands the connection to a protocol upgrade (ReverseProxy, for a
-// 101 answer). What the client sent beyond the request is in the reader.
+// 101 answer). The connection reads what the client sent beyond the
+// request first; it is no longer the Server's to close.
 func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.wroteHeader {
 		return nil, nil, errors.New("proxy: hijack after the response was written")
 	}
 	c := w.c
-	if !c.state.CompareAndSwap(connActive, connHijacked) {
+	s := c.srv
+	s.mu.Lock()
+	ok := c.state.CompareAndSwap(connActive, connHijacked)
+	if ok {
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+	if !ok {
 		return nil, nil, net.ErrClosed
 	}
 	c.tc.SetDeadline(time.Time{})
-	return c.tc, bufio.NewReadWriter(c.br, c.bw), nil
+	return &hijackedConn{Conn: c.tc, br: c.br}, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// hijackedConn is a hijacked connection that first returns the bytes
+// already buffered from it.
+type hijackedConn struct {
+	*tls.Conn
+	br *bufio.Reader
+}
+
+func (h *hijackedConn) Read(p []byte) (int, error) {
+	if h.br.Buffered() > 0 {
+		return h.br.Read(p)
+	}
+	return h.Conn.Read(p)
 }
 
 // finish completes the response after the handler returned and reports

@@ -41,6 +41,7 @@ func newWireEnv(t *testing.T, cfg harnessConfig) *wireEnv {
 			w.Header().Set("X-Got-Content-Length", r.Header.Get("Content-Length"))
 			w.Header().Set("X-Got-TE", strings.Join(r.TransferEncoding, ","))
 			w.Header().Set("X-Got-Expect", r.Header.Get("Expect"))
+			w.Header().Set("X-Got-Upgrade", r.Header.Get("Upgrade"))
 			w.Write(body)
 		case "/trailer":
 			w.Header().Set("Trailer", "X-Sum")
@@ -156,6 +157,14 @@ func TestWireHTTP1(t *testing.T) {
 		{name: "unread body of a refused request is drained",
 			raw:  "POST /x HTTP/1.1\r\nHost: a:b:c\r\nContent-Length: 5\r\n\r\nhello",
 			want: []int{400}},
+		{name: "an upgrade to h2c is not passed on",
+			raw:  "GET /echo HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+			want: []int{200},
+			check: func(t *testing.T, res []*http.Response, _ []string) {
+				if got := res[0].Header.Get("X-Got-Upgrade"); got != "" {
+					t.Errorf("app saw Upgrade %q; only websocket may pass", got)
+				}
+			}},
 		{name: "informational response is passed on",
 			raw:  "GET /hints HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
 			want: []int{103, 200},
@@ -218,8 +227,8 @@ func TestWireLargeUnreadBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, r.Body)
-	if r.StatusCode != http.StatusBadRequest {
-		t.Fatalf("status %d, want 400", r.StatusCode)
+	if r.StatusCode != http.StatusBadRequest || !r.Close {
+		t.Fatalf("status %d, close=%v; want 400 announcing Connection: close", r.StatusCode, r.Close)
 	}
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("connection still open after a refused 4 MiB body")
@@ -283,6 +292,12 @@ func TestWireTruncatedUpstream(t *testing.T) {
 				b, err := io.ReadAll(res.Body)
 				if err == nil {
 					t.Errorf("read %q and a clean end; want an error for a truncated body", b)
+				}
+				line := e.h.log.wait(t, "for "+path, func(m map[string]any) bool {
+					return m["message"] == "request" && m["path"] == path && m["proto"] == map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]
+				})
+				if line["aborted"] != true {
+					t.Errorf("access line %v lacks aborted=true", line)
 				}
 			})
 		}
@@ -407,5 +422,21 @@ func TestWire1xxHTTP2(t *testing.T) {
 	res.Body.Close()
 	if len(got) != 1 || got[0] != http.StatusEarlyHints || res.StatusCode != 200 {
 		t.Errorf("1xx %v, final %d; want [103] then 200", got, res.StatusCode)
+	}
+}
+
+// TestWireUpgradeKeepsEarlyBytes: bytes the client sends right behind an
+// upgrade request reach the app through the tunnel.
+func TestWireUpgradeKeepsEarlyBytes(t *testing.T) {
+	e := newStreamEnv(t)
+	c := e.h.dial(t, clientOpts{sni: "app.example.com", cert: e.pki.clientZone}, "http/1.1")
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly bytes")
+	br := bufio.NewReader(c)
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("response %v (%v), want 101", res, err)
+	}
+	got := make([]byte, len("early bytes"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "early bytes" {
+		t.Errorf("echoed %q (%v), want the bytes sent with the request", got, err)
 	}
 }

@@ -60,6 +60,15 @@ type trackedConn struct {
 	closeOnce    sync.Once
 }
 
+// CloseWrite half-closes the connection (TCP FIN), for a lingering close
+// by whoever serves it.
+func (t *trackedConn) CloseWrite() error {
+	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 // Close closes the connection and frees its slot under MaxConnections.
 func (t *trackedConn) Close() error {
 	err := t.Conn.Close()
