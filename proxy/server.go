@@ -625,7 +625,7 @@ func (w *h1response) WriteHeader(code int) {
 		// Informational: sent at once; the final response follows.
 		if w.req.ProtoAtLeast(1, 1) {
 			writeStatusLine(bw, code)
-			w.header.WriteSubset(bw, framingOf1xx)
+			writeFields(bw, w.header, framingOf1xx)
 			bw.WriteString("\r\n")
 			bw.Flush()
 		}
@@ -677,7 +677,7 @@ func (w *h1response) WriteHeader(code int) {
 		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
 	}
 	writeStatusLine(bw, code)
-	h.Write(bw)
+	writeFields(bw, h, nil)
 	bw.WriteString("\r\n")
 }
 
@@ -793,12 +793,4 @@ func (w *h1response) finish() bool {
 		w.closeAfter = true // short body: only closing tells the client
 	}
 	return bw.Flush() == nil
-}
-
-// headerValue keeps a trailer value on its line.
-func headerValue(v string) string {
-	if strings.ContainsAny(v, "\r\n") {
-		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-	}
-	return v
 }

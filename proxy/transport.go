@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -388,9 +389,7 @@ func writeRequest(pc *upConn, req *http.Request, timeout time.Duration) error {
 		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), max(req.ContentLength, 0), 10))
 		bw.WriteString("\r\n")
 	}
-	if err := req.Header.WriteSubset(bw, framingHeaders); err != nil {
-		return err
-	}
+	writeFields(bw, req.Header, framingHeaders)
 	bw.WriteString("\r\n")
 	if req.Body != nil {
 		if err := writeBody(pc, req, chunked, timeout); err != nil {
@@ -465,6 +464,29 @@ func writeField(bw *bufio.Writer, k, v string) {
 	bw.WriteString(": ")
 	bw.WriteString(v)
 	bw.WriteString("\r\n")
+}
+
+// writeFields writes the fields of h not in skip, in map order (field
+// order carries no meaning; http.Header.Write sorts, which cost more than
+// the rest of it). Line breaks in a value, which no parser here lets
+// through, are replaced anyway so a field can never become two.
+func writeFields(bw *bufio.Writer, h http.Header, skip map[string]bool) {
+	for k, vv := range h {
+		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) {
+			continue // a "Trailer:" key is a trailer set early, not a header
+		}
+		for _, v := range vv {
+			writeField(bw, k, headerValue(v))
+		}
+	}
+}
+
+// headerValue keeps a value on its line.
+func headerValue(v string) string {
+	if strings.ContainsAny(v, "\r\n") {
+		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	return v
 }
 
 func trailerNames(h http.Header) string {
