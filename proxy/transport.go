@@ -34,6 +34,7 @@ type transport struct {
 	mu     sync.Mutex
 	idle   []*upConn // most recently used last
 	closed bool
+	reaper *time.Timer // armed while idle is not empty
 }
 
 // Bounds of the upstream pool.
@@ -125,15 +126,42 @@ func (t *transport) put(pc *upConn) {
 		pc.Close()
 		return
 	}
-	var stale *upConn
-	if len(t.idle) > 0 && pc.idleSince.Sub(t.idle[0].idleSince) > idleUpstreamFor {
-		stale = t.idle[0]
-		t.idle = append(t.idle[:0], t.idle[1:]...)
-	}
 	t.idle = append(t.idle, pc)
+	if t.reaper == nil {
+		t.reaper = time.AfterFunc(reapEvery, t.reap)
+	}
 	t.mu.Unlock()
-	if stale != nil {
-		stale.Close()
+}
+
+// reapEvery is how often idle connections are checked for a close from
+// the app (or their age), so that a connection the app closed does not sit
+// in the pool, holding a descriptor, until a request happens to pick it.
+var reapEvery = 2 * time.Second
+
+// reap closes the pooled connections the app closed, sent stray bytes on,
+// or that idled past idleUpstreamFor, and re-arms itself while any remain.
+func (t *transport) reap() {
+	now := time.Now()
+	var drop []*upConn
+	t.mu.Lock()
+	keep := t.idle[:0]
+	for _, pc := range t.idle {
+		if now.Sub(pc.idleSince) < idleUpstreamFor && quiet(pc.Conn) {
+			keep = append(keep, pc)
+		} else {
+			drop = append(drop, pc)
+		}
+	}
+	clear(t.idle[len(keep):])
+	t.idle = keep
+	if len(t.idle) > 0 && !t.closed {
+		t.reaper.Reset(reapEvery)
+	} else {
+		t.reaper = nil
+	}
+	t.mu.Unlock()
+	for _, pc := range drop {
+		pc.Close()
 	}
 }
 

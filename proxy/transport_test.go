@@ -258,3 +258,17 @@ func TestTransportStrayBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportReapsClosedIdle: a pooled connection the app closed is
+// closed here too without waiting for a request to pick it.
+func TestTransportReapsClosedIdle(t *testing.T) {
+	app := newAppServer(t, echoApp)
+	tr := app.transport()
+	roundTrip(t, tr, "GET", "/", "")
+	waitFor(t, "the app to see its connection idle", func() bool { return app.closeIdle() == 1 })
+	waitFor(t, "the pool to drop the closed connection", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.idle) == 0
+	})
+}
