@@ -10,11 +10,12 @@ import (
 // curl runs the real curl binary against aopguard and returns its exit code,
 // the response headers and body. sni selects the name curl connects with
 // (--resolve pins it to aopguard's address); "" dials the IP directly.
-func curl(t *testing.T, p *pki, addr, sni, certName string) (int, string) {
+// extra are more curl options ("--http1.1").
+func curl(t *testing.T, p *pki, addr, sni, certName string, extra ...string) (int, string) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(addr)
 	url := "https://" + addr + "/"
-	args := []string{"--silent", "--show-error", "--max-time", "10", "--include", "--cacert", p.path("server-ca.pem")}
+	args := append([]string{"--silent", "--show-error", "--max-time", "10", "--include", "--cacert", p.path("server-ca.pem")}, extra...)
 	if sni != "" {
 		args = append(args, "--resolve", sni+":"+port+":127.0.0.1")
 		url = "https://" + sni + ":" + port + "/"
@@ -29,6 +30,9 @@ func curl(t *testing.T, p *pki, addr, sni, certName string) (int, string) {
 // aopguard in place of nginx: log-only first (nothing refused, verdict
 // reported), then require, then the check users run by hand — curl straight
 // to the origin IP fails, and succeeds with the right client certificate.
+// Every step runs over HTTP/2 (curl's default) and HTTP/1.1 (what
+// Cloudflare uses towards origins by default), which aopguard serves with
+// different servers.
 func TestCurlStagedRollout(t *testing.T) {
 	p := newPKI(t)
 	up := newUpstream(t)
@@ -58,17 +62,20 @@ hosts:
 		{"host, zone cert (AOP for hostname not enabled yet)", "app.example.com", "zone-client", "FAILED:zone_cert_on_host"},
 		{"host, no cert", "app.example.com", "", "NONE"},
 	}
-	for _, tc := range logOnly {
-		code, out := curl(t, p, g.listen, tc.sni, tc.cert)
-		if code != 0 || !strings.Contains(out, "HTTP/2 200") {
-			t.Fatalf("log-only, %s: curl exit %d:\n%s", tc.name, code, out)
-		}
-		if !strings.Contains(strings.ToLower(out), "x-upstream-saw-client-verify: "+strings.ToLower(tc.verify)) {
-			t.Errorf("log-only, %s: upstream did not see X-Client-Verify %s:\n%s", tc.name, tc.verify, out)
+	protocols := []struct{ flag, status string }{{"--http2", "HTTP/2 200"}, {"--http1.1", "HTTP/1.1 200"}}
+	for _, proto := range protocols {
+		for _, tc := range logOnly {
+			code, out := curl(t, p, g.listen, tc.sni, tc.cert, proto.flag)
+			if code != 0 || !strings.Contains(out, proto.status) {
+				t.Fatalf("log-only %s, %s: curl exit %d:\n%s", proto.flag, tc.name, code, out)
+			}
+			if !strings.Contains(strings.ToLower(out), "x-upstream-saw-client-verify: "+strings.ToLower(tc.verify)) {
+				t.Errorf("log-only %s, %s: upstream did not see X-Client-Verify %s:\n%s", proto.flag, tc.name, tc.verify, out)
+			}
 		}
 	}
-	if v := g.metric(`aopguard_client_cert_verifications_total{action="would_reject",host="app.example.com",mode="log-only",reason="zone_cert_on_host",result="failed",source="other"}`); v != "1" {
-		t.Errorf("would_reject count for app.example.com = %q, want 1", v)
+	if v := g.metric(`aopguard_client_cert_verifications_total{action="would_reject",host="app.example.com",mode="log-only",reason="zone_cert_on_host",result="failed",source="other"}`); v != "2" {
+		t.Errorf("would_reject count for app.example.com = %q, want 2", v)
 	}
 
 	config("require")
@@ -87,24 +94,27 @@ hosts:
 		{"host, zone cert", "app.example.com", "zone-client", false},
 		{"host, host cert", "app.example.com", "host-client", true},
 	}
-	for _, tc := range enforced {
-		code, out := curl(t, p, g.listen, tc.sni, tc.cert)
-		if tc.ok {
-			if code != 0 || !strings.Contains(out, "HTTP/2 200") || !strings.Contains(strings.ToLower(out), "x-upstream-saw-client-verify: success") {
-				t.Errorf("require, %s: want 200 SUCCESS, curl exit %d:\n%s", tc.name, code, out)
+	for _, proto := range protocols {
+		for _, tc := range enforced {
+			code, out := curl(t, p, g.listen, tc.sni, tc.cert, proto.flag)
+			if tc.ok {
+				if code != 0 || !strings.Contains(out, proto.status) || !strings.Contains(strings.ToLower(out), "x-upstream-saw-client-verify: success") {
+					t.Errorf("require %s, %s: want 200 SUCCESS, curl exit %d:\n%s", proto.flag, tc.name, code, out)
+				}
+				continue
 			}
-			continue
-		}
-		// 35: TLS handshake failed; 56: the alert arrived after curl sent
-		// its request (TLS 1.3 reports client-certificate failures late).
-		if code != 35 && code != 56 {
-			t.Errorf("require, %s: want a TLS failure (curl exit 35 or 56), got exit %d:\n%s", tc.name, code, out)
-		}
-		if !strings.Contains(out, "alert") {
-			t.Errorf("require, %s: curl did not report a TLS alert:\n%s", tc.name, out)
+			// 35: TLS handshake failed; 56: the alert arrived after curl
+			// sent its request (TLS 1.3 reports client-certificate
+			// failures late).
+			if code != 35 && code != 56 {
+				t.Errorf("require %s, %s: want a TLS failure (curl exit 35 or 56), got exit %d:\n%s", proto.flag, tc.name, code, out)
+			}
+			if !strings.Contains(out, "alert") {
+				t.Errorf("require %s, %s: curl did not report a TLS alert:\n%s", proto.flag, tc.name, out)
+			}
 		}
 	}
-	if got := up.count() - seen; got != 2 {
-		t.Errorf("upstream saw %d requests under require, want 2 (the two with the right certificates)", got)
+	if got := up.count() - seen; got != 4 {
+		t.Errorf("upstream saw %d requests under require, want 4 (the two with the right certificates, over each protocol)", got)
 	}
 }
