@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -290,14 +289,21 @@ func (s *Server) serveH1(tc *tls.Conn) {
 		return
 	}
 	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler {
 			s.logf("http: panic serving %s: %v\n%s", c.remote, p, debug.Stack())
 		}
 		if c.state.Load() != connHijacked {
 			c.releaseBuffers()
-			if c.linger {
+			switch {
+			case p != nil:
+				// No close_notify: to a client reading a body that ends
+				// with the connection (HTTP/1.0), a clean close would
+				// make a cut-off body look whole.
+				tc.NetConn().Close()
+			case c.linger:
 				lingerClose(tc)
-			} else {
+			default:
 				tc.Close()
 			}
 		}
@@ -426,9 +432,15 @@ func (c *h1conn) serveRequest() bool {
 	if !w.finish() {
 		return false
 	}
-	if req.Body != http.NoBody && !c.drainBody() {
-		c.linger = true
-		return false
+	if req.Body != http.NoBody {
+		if w.closeAfter {
+			c.linger = !c.body.eof // no use reading what the next request will not follow
+			return false
+		}
+		if !c.drainBody() {
+			c.linger = true
+			return false
+		}
 	}
 	return !w.closeAfter
 }
@@ -443,10 +455,15 @@ func (c *h1conn) drainBody() bool {
 	if b.expect {
 		return false // the client was never told to send it; it may yet
 	}
-	b.timeout = drainTimeout
-	n, err := io.CopyN(io.Discard, b, maxDrain+1)
+	b.deadline = time.Now().Add(drainTimeout)
+	n, err := io.CopyN(io.Discard, bodyDrain{b}, maxDrain+1)
 	return n <= maxDrain && (err == io.EOF || b.eof)
 }
+
+// bodyDrain reads a body the handler may have closed.
+type bodyDrain struct{ b *bodyReader }
+
+func (d bodyDrain) Read(p []byte) (int, error) { return d.b.read(p) }
 
 // drainTimeout bounds the wait for an unread body to arrive.
 const drainTimeout = 5 * time.Second
@@ -454,17 +471,26 @@ const drainTimeout = 5 * time.Second
 // bodyReader is the request body as the handler sees it: each read waits
 // at most IdleTimeout for the client, the first one sends "100 Continue"
 // when the client asked for it, and the end is noted so the response can
-// say whether the connection survives.
+// say whether the connection survives. Close only ends the handler's
+// reading: what is left is the server's to drain, within its bounds.
 type bodyReader struct {
-	c       *h1conn
-	r       io.ReadCloser
-	n       int64 // bytes read
-	eof     bool
-	expect  bool // "100 Continue" is owed before the first read
-	timeout time.Duration
+	c        *h1conn
+	r        io.ReadCloser
+	n        int64 // bytes read
+	eof      bool
+	closed   bool
+	expect   bool      // "100 Continue" is owed before the first read
+	deadline time.Time // for draining: one deadline for all reads
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+func (b *bodyReader) read(p []byte) (int, error) {
 	if b.eof {
 		return 0, io.EOF
 	}
@@ -479,7 +505,10 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if t := cmp.Or(b.timeout, c.srv.opts.IdleTimeout); t > 0 {
+	switch t := c.srv.opts.IdleTimeout; {
+	case !b.deadline.IsZero():
+		c.tc.SetReadDeadline(b.deadline)
+	case t > 0:
 		c.tc.SetReadDeadline(time.Now().Add(t))
 	}
 	n, err := b.r.Read(p)
@@ -490,7 +519,10 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *bodyReader) Close() error { return b.r.Close() }
+func (b *bodyReader) Close() error {
+	b.closed = true
+	return nil
+}
 
 // unreadLeft reports whether closing the connection after the response
 // leaves client data unread: a body not read to its end that is too large
@@ -749,7 +781,14 @@ func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, net.ErrClosed
 	}
 	c.tc.SetDeadline(time.Time{})
-	return &hijackedConn{Conn: c.tc, br: c.br}, bufio.NewReadWriter(c.br, c.bw), nil
+	hc := &hijackedConn{Conn: c.tc, br: c.br}
+	// The connection's own writer sets a deadline on every write; the
+	// tunnel's writes must not inherit one. It holds nothing yet: the
+	// response has not begun.
+	c.bw.Reset(nil)
+	writers.Put(c.bw)
+	c.bw = nil
+	return hc, bufio.NewReadWriter(c.br, bufio.NewWriterSize(hc, 4<<10)), nil
 }
 
 // hijackedConn is a hijacked connection that first returns the bytes

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -64,6 +65,16 @@ func newWireEnv(t *testing.T, cfg harnessConfig) *wireEnv {
 			}
 			brw.Flush()
 			conn.Close()
+		case "/ws":
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			if brw.Flush() == nil {
+				io.Copy(conn, brw) // echo until the proxy closes
+			}
 		case "/slow":
 			<-e.gate
 			io.WriteString(w, "done")
@@ -439,4 +450,82 @@ func TestWireUpgradeKeepsEarlyBytes(t *testing.T) {
 	if _, err := io.ReadFull(br, got); err != nil || string(got) != "early bytes" {
 		t.Errorf("echoed %q (%v), want the bytes sent with the request", got, err)
 	}
+}
+
+// TestWireUpgradeOutlivesIdleTimeout: a WebSocket tunnel is not bound by
+// the deadlines of the HTTP exchange that opened it.
+func TestWireUpgradeOutlivesIdleTimeout(t *testing.T) {
+	e := newWireEnv(t, harnessConfig{idleTimeout: 150 * time.Millisecond})
+	c, br := e.dial(t)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("response %v (%v), want 101", res, err)
+	}
+	got := make([]byte, 3)
+	for _, msg := range []string{"one", "two"} {
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %q: %q, %v", msg, got, err)
+		}
+		time.Sleep(400 * time.Millisecond) // well past idle_timeout: the tunnel must not care
+	}
+}
+
+// TestWireAbortHTTP10: a body that ends with the connection (HTTP/1.0)
+// and is cut off by the app must not end with a clean TLS close: no
+// close_notify after it, while a whole one gets one. (Go's TLS client, and
+// curl as Debian builds it, accept a bare close as the end, so the test
+// reads the TLS records themselves.)
+func TestWireAbortHTTP10(t *testing.T) {
+	e := newWireEnv(t, harnessConfig{})
+	for _, tt := range []struct {
+		path        string
+		closeNotify bool
+	}{{"/ok", true}, {"/cut", false}} {
+		raw, err := net.DialTimeout("tcp", e.h.addr, guard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recordingConn{Conn: raw}
+		cfg := e.h.tlsConfig(clientOpts{sni: "app.example.com", cert: e.pki.clientZone}, "http/1.1")
+		cfg.MinVersion = tls.VersionTLS13
+		c := tls.Client(rec, cfg)
+		c.SetDeadline(time.Now().Add(guard))
+		io.WriteString(c, "GET "+tt.path+" HTTP/1.0\r\nHost: app.example.com\r\n\r\n")
+		io.ReadAll(c) // to the end, clean or not
+		c.Close()
+		if got := endsWithCloseNotify(rec.in.Bytes()); got != tt.closeNotify {
+			t.Errorf("HTTP/1.0 %s: close_notify at the end = %v, want %v", tt.path, got, tt.closeNotify)
+		}
+	}
+}
+
+// recordingConn keeps every byte it reads.
+type recordingConn struct {
+	net.Conn
+	in bytes.Buffer
+}
+
+func (r *recordingConn) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.in.Write(p[:n])
+	return n, err
+}
+
+// endsWithCloseNotify reports whether the last TLS 1.3 record of a server's
+// stream has the size of an encrypted two-byte alert under AES-128-GCM
+// (2 + 1 content type + 16 tag): the close_notify.
+func endsWithCloseNotify(stream []byte) bool {
+	last := -1
+	for len(stream) >= 5 {
+		n := int(stream[3])<<8 | int(stream[4])
+		if len(stream) < 5+n {
+			return false
+		}
+		last = n
+		stream = stream[5+n:]
+	}
+	return last == 19
 }
