@@ -193,6 +193,16 @@ func (t *transport) close() {
 // before the first response).
 func quiet(c net.Conn) bool {
 	if tc, ok := c.(*tls.Conn); ok {
+		// First what crypto/tls has already read and decrypted: with an
+		// expired deadline a read returns it, or times out at once
+		// without touching the socket (and a timeout is not sticky).
+		var b [1]byte
+		tc.SetReadDeadline(time.Unix(1, 0))
+		n, err := tc.Read(b[:])
+		tc.SetReadDeadline(time.Time{})
+		if ne, ok := errors.AsType[net.Error](err); n > 0 || !ok || !ne.Timeout() {
+			return false
+		}
 		c = tc.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
@@ -301,6 +311,11 @@ func (t *transport) exchange(pc *upConn, req *http.Request) (*http.Response, err
 		stop = context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
 	}
 	res, err := t.readHead(pc, req)
+	if err == nil && ctx.Err() != nil {
+		// Cancelled while the head was being parsed: readHead cleared the
+		// deadline the cancellation had set. The body read must end too.
+		pc.SetReadDeadline(time.Unix(1, 0))
+	}
 	if err != nil {
 		stop()
 		if ctx.Err() != nil {

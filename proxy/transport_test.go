@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,4 +273,64 @@ func TestTransportReapsClosedIdle(t *testing.T) {
 		defer tr.mu.Unlock()
 		return len(tr.idle) == 0
 	})
+}
+
+// TestTransportStrayBytesTLS: over TLS, stray bytes may already sit
+// decrypted inside crypto/tls, where no socket check sees them.
+func TestTransportStrayBytesTLS(t *testing.T) {
+	app := httptest.NewUnstartedServer(nil)
+	var n atomic.Int64
+	app.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/stray" {
+			io.WriteString(w, "real")
+			return
+		}
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		size := int(n.Load())
+		msg := "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n" + strings.Repeat("x", size) +
+			"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+		c.Write([]byte(msg)) // one write: one TLS record
+		time.Sleep(50 * time.Millisecond)
+	})
+	// Full-size records from the start, so the stray bytes share one
+	// with the end of the body.
+	app.TLS = &tls.Config{DynamicRecordSizingDisabled: true}
+	app.StartTLS()
+	t.Cleanup(app.Close)
+	tr := newTransport("https", strings.TrimPrefix(app.URL, "https://"), "", guard)
+	cfg := app.Client().Transport.(*http.Transport).TLSClientConfig
+	tr.dial = func(ctx context.Context) (net.Conn, error) {
+		return tls.Dial("tcp", strings.TrimPrefix(app.URL, "https://"), cfg)
+	}
+	for _, size := range []int64{100, 4500, 9497, 10996, 12495} {
+		n.Store(size)
+		req, _ := http.NewRequest("GET", "http://app.example.com/stray", nil)
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Read as ReverseProxy does, with a 32 KiB buffer: bufio then
+		// reads straight into it, exactly what the body has left, and
+		// crypto/tls keeps the rest of its record.
+		buf := make([]byte, 32<<10)
+		got := 0
+		for {
+			m, err := res.Body.Read(buf)
+			got += m
+			if err != nil {
+				break
+			}
+		}
+		res.Body.Close()
+		if got != int(size) {
+			t.Fatalf("body of %d bytes: read %d", size, got)
+		}
+		if code, body := roundTrip(t, tr, "GET", "/", ""); code != 200 || body != "real" {
+			t.Errorf("after a %d-byte body with stray bytes: %d %q, want real", size, code, body)
+		}
+	}
 }
