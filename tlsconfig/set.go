@@ -26,7 +26,9 @@ type Options struct {
 	// Counter returns the verification counter for one label set; nil
 	// disables counting.
 	Counter func(Labels) Counter
-	// NextProtos are the ALPN protocols offered; default h2, http/1.1.
+	// NextProtos are the ALPN protocols offered; default h2, http/1.1,
+	// http/1.0 (crypto/tls refuses a client whose offer matches none, and
+	// curl --http1.0 offers only http/1.0).
 	NextProtos []string
 	// StrictHosts refuses server names (and Host headers) that match no
 	// configured host, instead of giving them the zone policy.
@@ -67,7 +69,7 @@ func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
 		return nil, fmt.Errorf("tlsconfig: Options.Tickets is required")
 	}
 	if len(opts.NextProtos) == 0 {
-		opts.NextProtos = []string{"h2", "http/1.1"}
+		opts.NextProtos = []string{"h2", "http/1.1", "http/1.0"}
 	}
 	zone.Name = ZoneName
 	s := &Set{exact: map[string]*Policy{}, wild: map[string]*Policy{}, strict: opts.StrictHosts, refuseNoSNI: opts.RefuseNoSNI}

@@ -193,7 +193,7 @@ func TestPolicyTLSConfig(t *testing.T) {
 		if c.MinVersion != tls.VersionTLS12 {
 			t.Errorf("%s: MinVersion %x", tt.name, c.MinVersion)
 		}
-		if strings.Join(c.NextProtos, ",") != "h2,http/1.1" {
+		if strings.Join(c.NextProtos, ",") != "h2,http/1.1,http/1.0" {
 			t.Errorf("%s: NextProtos %q", tt.name, c.NextProtos)
 		}
 		if p.Upstream() != tt.upstream {
