@@ -403,7 +403,9 @@ func (c *h1conn) serveRequest() bool {
 		c.refuse(status, msg)
 		return false
 	}
-	c.tc.SetReadDeadline(time.Time{})
+	// The head's deadline stays: nothing reads from the connection
+	// before the next request's wait sets its own, except the body
+	// reader and a hijack, which set theirs.
 	expect := false
 	if e, ok := req.Header["Expect"]; ok {
 		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
