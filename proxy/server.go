@@ -391,7 +391,9 @@ func (c *h1conn) serveRequest() bool {
 		case err == io.EOF || errors.As(err, &ne):
 			// The client closed the connection or stalled mid-head.
 		default:
-			c.refuse(http.StatusBadRequest, err.Error())
+			// The parser's message may quote what the client sent:
+			// not echoed back, as under net/http.
+			c.refuse(http.StatusBadRequest, "")
 		}
 		return false
 	}
