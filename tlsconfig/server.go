@@ -60,13 +60,19 @@ type trackedConn struct {
 	closeOnce    sync.Once
 }
 
-// CloseWrite half-closes the connection (TCP FIN), for a lingering close
-// by whoever serves it.
-func (t *trackedConn) CloseWrite() error {
-	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+// LingerClose closes the connection without losing what was last sent to
+// the peer while the peer may still be sending: closing a socket with
+// unread data makes the kernel send a reset that can overtake it. So:
+// half-close (FIN), discard what arrives until the peer closes too or
+// lingerTime passes (bounded in bytes), then close. tlsconfig uses it
+// after refusing a handshake; whoever serves the connection may use it
+// (after its own close_notify) when it leaves a request body unread.
+func (t *trackedConn) LingerClose() {
+	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		t.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(t.Conn, lingerBytes))
 	}
-	return errors.ErrUnsupported
+	t.Close()
 }
 
 // Close closes the connection and frees its slot under MaxConnections.
@@ -364,23 +370,15 @@ func (l *listener) Close() error {
 
 func (l *listener) Addr() net.Addr { return l.inner.Addr() }
 
-// Bounds of lingerClose.
+// Bounds of LingerClose: long enough for a client that is still writing
+// (curl, Go's client) to read the answer before it sees its write fail.
 const (
 	lingerTime  = time.Second
-	lingerBytes = 64 << 10
+	lingerBytes = 16 << 20
 )
 
 // lingerClose closes a connection whose handshake we refused without
 // losing the alert: under TLS 1.3 the client has already sent its request
-// when the alert arrives, and closing a socket with unread data makes the
-// kernel send a reset that can overtake the alert, leaving the user with
-// "connection reset" instead of "certificate required". So: half-close,
-// drain what the client sent (bounded in time and bytes), then close.
-func lingerClose(t *trackedConn) {
-	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		t.SetReadDeadline(time.Now().Add(lingerTime))
-		io.Copy(io.Discard, io.LimitReader(t.Conn, lingerBytes))
-	}
-	t.Close()
-}
+// when the alert arrives, and a reset would leave the user with
+// "connection reset" instead of "certificate required".
+func lingerClose(t *trackedConn) { t.LingerClose() }
