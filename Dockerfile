@@ -1,5 +1,7 @@
 # Multi-stage build: a static binary on a distroless, non-root base.
 FROM golang:1.26-bookworm AS build
+# go.mod needs Go 1.27; the image's Go fetches it through the module proxy.
+ENV GOTOOLCHAIN=go1.27.3
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -1,5 +1,8 @@
 # aopguard build, test and lint. `make test` is what CI runs (via .ci/run).
 GO          ?= go
+# go.mod needs Go 1.27; fetch that toolchain through the module proxy whatever
+# the machine's own Go is (its go env may say GOTOOLCHAIN=local).
+export GOTOOLCHAIN := go1.27.3
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -1,6 +1,6 @@
 module github.com/aopguard/aopguard
 
-go 1.26.8
+go 1.27
 
 require (
 	github.com/caddyserver/certmagic v0.25.6
