@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -19,30 +19,65 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// ServerOptions configure a Server.
-type ServerOptions struct {
-	// MaxHeaderBytes bounds a request's head (request line and headers);
-	// a longer one is answered 431.
+// Options configure a Server.
+type Options struct {
+	// Handler answers every request the server does not refuse itself.
+	Handler http.Handler
+	// MaxHeaderBytes bounds a request's head (request line and headers;
+	// for HTTP/2 the header list as HPACK counts it); a longer one is
+	// answered 431.
 	MaxHeaderBytes int
 	// ReadHeaderTimeout bounds reading a request's head.
 	ReadHeaderTimeout time.Duration
-	// IdleTimeout bounds the wait for the next request on a connection.
+	// IdleTimeout bounds the wait for the next request on a connection,
+	// each read of a request body and each write of a response.
 	IdleTimeout time.Duration
 	// ErrorLog receives what the server cannot attribute to a request
 	// (a handler's panic; HTTP/2 protocol errors).
 	ErrorLog *log.Logger
+	// ConnContext, if set, derives the base context of a connection's
+	// requests from its net.Conn, as http.Server.ConnContext does.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// Refused, if set, is told of each request the server answers itself
+	// without calling Handler (400, 417, 431, 501, 505). It runs on the
+	// connection's goroutine, after the answer was written.
+	Refused func(Refusal)
 }
 
-// Server serves the connections a tlsconfig.Server listener accepts with a
-// Handler: HTTP/2 connections through net/http, HTTP/1.1 connections
-// itself. Cloudflare reaches origins over HTTP/1.1 by default and keeps
-// those connections busy, so that path is the one to make cheap: one
-// goroutine per connection, no background reader or cancellable context
-// per request (net/http has both), and no read or write buffer held while
-// a connection waits for its next request.
+// Refusal describes a request the server refused.
+type Refusal struct {
+	// Conn is the connection the request came on.
+	Conn net.Conn
+	// Ctx is the connection's context (see Options.ConnContext).
+	Ctx context.Context
+	// Status is the status the server answered.
+	Status int
+	// Reason says what was wrong, without quoting the client.
+	Reason string
+	// Request is what could be parsed of the request; nil when even the
+	// head could not be. Its header and body are not to be used.
+	Request *http.Request
+}
+
+// H2HeaderCeiling returns the largest HTTP/2 header field the server
+// decodes for a MaxHeaderBytes of max: longer fields end the connection,
+// header lists between max and the ceiling get 431. Four times max, at
+// least 1 MiB, so that a single oversized header (a cookie jar, a token)
+// is answered, while what one connection can make the decoder hold stays
+// bounded.
+func H2HeaderCeiling(limit int) int {
+	return min(max(4*limit, 1<<20), 64<<20)
+}
+
+// Server serves the connections a listener accepts with a Handler:
+// HTTP/2 connections (TLS with ALPN "h2") through net/http, HTTP/1.1
+// connections itself. Cloudflare reaches origins over HTTP/1.1 by default
+// and keeps those connections busy, so that path is the one to make cheap:
+// one goroutine per connection, no background reader or cancellable
+// context per request (net/http has both), and no read or write buffer
+// held while a connection waits for its next request.
 type Server struct {
-	h    *Handler
-	opts ServerOptions
+	opts Options
 	h2   *http.Server
 	h2ln *chanListener
 
@@ -52,18 +87,26 @@ type Server struct {
 	shutting atomic.Bool
 }
 
-// NewServer returns a Server that answers every request with h.
-func NewServer(h *Handler, opts ServerOptions) *Server {
+// NewServer returns a Server; opts.Handler must be set.
+func NewServer(opts Options) *Server {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = http.DefaultMaxHeaderBytes
 	}
-	s := &Server{h: h, opts: opts, conns: map[*h1conn]struct{}{}, h2ln: newChanListener()}
+	s := &Server{opts: opts, conns: map[*h1conn]struct{}{}, h2ln: newChanListener()}
 	s.h2 = &http.Server{
-		Handler:     h,
-		ConnContext: ConnContext,
-		// net/http reads up to MaxHeaderBytes+4096 before answering 431;
-		// subtract the slack so the configured figure is the real bound.
-		MaxHeaderBytes:    max(opts.MaxHeaderBytes-4096, 1024),
+		Handler: h2Handler{s},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx = context.WithValue(ctx, connContextKey{}, c)
+			if opts.ConnContext != nil {
+				ctx = opts.ConnContext(ctx, c)
+			}
+			return ctx
+		},
+		// The HPACK decoder refuses (GOAWAY) any field longer than the
+		// header list limit: let it decode up to the ceiling and answer
+		// lists over MaxHeaderBytes 431 in h2Handler. net/http adds a
+		// little slack of its own to this figure.
+		MaxHeaderBytes:    H2HeaderCeiling(opts.MaxHeaderBytes),
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		ErrorLog:          opts.ErrorLog,
@@ -72,8 +115,9 @@ func NewServer(h *Handler, opts ServerOptions) *Server {
 }
 
 // Serve accepts connections from l until it fails or the Server is shut
-// down; then it returns http.ErrServerClosed. l must return *tls.Conn
-// whose handshake is complete, as a tlsconfig.Server listener does.
+// down; then it returns http.ErrServerClosed. A *tls.Conn must have
+// completed its handshake; one that negotiated "h2" is served HTTP/2,
+// every other connection HTTP/1.1.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.shutting.Load() {
@@ -92,18 +136,24 @@ func (s *Server) Serve(l net.Listener) error {
 			}
 			return err
 		}
-		tc, ok := c.(*tls.Conn)
-		if !ok {
-			c.Close() // only connections a tlsconfig.Server judged are served
-			continue
+		var cs *tls.ConnectionState
+		if tc, ok := c.(*tls.Conn); ok {
+			st := tc.ConnectionState()
+			if st.NegotiatedProtocol == "h2" {
+				s.h2ln.hand(tc)
+				continue
+			}
+			cs = &st
 		}
-		cs := tc.ConnectionState()
-		if cs.NegotiatedProtocol == "h2" {
-			s.h2ln.hand(tc)
-			continue
-		}
-		go s.serveH1(tc, cs)
+		go s.ServeConn(c, cs)
 	}
+}
+
+// ServeConn serves HTTP/1.1 on c until it closes, and closes it; cs is the
+// TLS state requests report (nil: none). Serve calls it for each
+// connection it does not hand to HTTP/2.
+func (s *Server) ServeConn(c net.Conn, cs *tls.ConnectionState) {
+	s.serveH1(c, cs)
 }
 
 // Shutdown stops accepting, closes idle connections, lets requests in
@@ -133,7 +183,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	for c := range s.conns {
 		c.state.Store(connClosed)
-		c.tc.Close()
+		c.nc.Close()
 	}
 	s.mu.Unlock()
 	return err
@@ -158,7 +208,7 @@ func (s *Server) closeIdle() int {
 	for c := range s.conns {
 		if c.state.CompareAndSwap(connIdle, connClosed) ||
 			(time.Since(c.born) > newConnGrace && c.state.CompareAndSwap(connNew, connClosed)) {
-			c.tc.Close()
+			c.nc.Close()
 		}
 	}
 	return len(s.conns)
@@ -235,15 +285,22 @@ const (
 // request (which may be on the wire already), as net/http does.
 const newConnGrace = 5 * time.Second
 
+// WatchDelay is how long a request read whole may wait for its answer
+// before the server starts watching its client for a disconnect (which
+// cancels the connection's context). Most requests are answered sooner
+// and never cost a watching goroutine.
+const WatchDelay = 100 * time.Millisecond
+
 // h1conn is one HTTP/1.1 connection. Between requests it holds no buffers:
 // it waits for the first byte of the next request with a one-byte read,
 // then borrows a reader and a writer from pools for that request.
 type h1conn struct {
 	srv    *Server
-	tc     *tls.Conn
+	nc     net.Conn
 	ctx    context.Context
+	cancel context.CancelFunc
 	remote string
-	tls    tls.ConnectionState
+	tls    *tls.ConnectionState
 	born   time.Time
 	state  atomic.Int32
 	// linger: close with a lingering close, since the client may still be
@@ -252,22 +309,32 @@ type h1conn struct {
 
 	peek   [1]byte
 	peeked bool
-	lr     limitReader // under br: bounds the request head
+	lr     headReader // under br: bounds and records the request head
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	out    connWriter // under bw: bounds every write
 	body   bodyReader // the current request's body
 	w      h1response // reused for every request
+
+	// Watching the client while a request waits for its answer.
+	watchTimer *time.Timer // created on first use, then reused
+	watchArmed bool
+	watchStop  atomic.Bool   // set by unwatch before it interrupts the read
+	watchDone  chan struct{} // the watcher's read has ended
+	watchByte  [1]byte
+	watchGot   bool // the watcher read a byte of the next request
+	gone       bool // the watcher saw the client go away
 }
 
-// Read feeds the byte that ended the idle wait, then the connection.
+// Read feeds the byte that ended the idle wait (or that the watcher
+// read), then the connection.
 func (c *h1conn) Read(p []byte) (int, error) {
 	if c.peeked && len(p) > 0 {
 		c.peeked = false
 		p[0] = c.peek[0]
 		return 1, nil
 	}
-	return c.tc.Read(p)
+	return c.nc.Read(p)
 }
 
 var (
@@ -276,17 +343,25 @@ var (
 	headers = sync.Pool{New: func() any { return make(http.Header) }}
 )
 
-func (s *Server) serveH1(tc *tls.Conn, cs tls.ConnectionState) {
-	c := &h1conn{srv: s, tc: tc, remote: tc.RemoteAddr().String(), tls: cs, born: time.Now()}
+func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
+	c := &h1conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), tls: cs, born: time.Now()}
 	c.lr.r = c
+	c.lr.n = -1
 	c.out.c = c
 	// ServerContextKey makes ReverseProxy abort (panic with
 	// ErrAbortHandler) when copying a response body fails, as it does
 	// under net/http; the connection is then closed without completing
 	// the response, so a truncated body never looks whole.
-	c.ctx = context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.h2), connKey{}, net.Conn(tc))
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h2)
+	if s.opts.ConnContext != nil {
+		ctx = s.opts.ConnContext(ctx, nc)
+	}
+	// One cancellable context per connection, not per request: it is
+	// cancelled only when the client went away, which ends the connection.
+	c.ctx, c.cancel = context.WithCancel(ctx)
 	if !s.track(c) {
-		tc.Close()
+		c.cancel()
+		nc.Close()
 		return
 	}
 	defer func() {
@@ -294,6 +369,8 @@ func (s *Server) serveH1(tc *tls.Conn, cs tls.ConnectionState) {
 		if p != nil && p != http.ErrAbortHandler {
 			s.logf("http: panic serving %s: %v\n%s", c.remote, p, debug.Stack())
 		}
+		c.unwatch()
+		c.cancel()
 		if c.state.Load() != connHijacked {
 			c.releaseBuffers()
 			switch {
@@ -301,11 +378,15 @@ func (s *Server) serveH1(tc *tls.Conn, cs tls.ConnectionState) {
 				// No close_notify: to a client reading a body that ends
 				// with the connection (HTTP/1.0), a clean close would
 				// make a cut-off body look whole.
-				tc.NetConn().Close()
+				if tc, ok := nc.(*tls.Conn); ok {
+					tc.NetConn().Close()
+				} else {
+					nc.Close()
+				}
 			case c.linger:
-				lingerClose(tc)
+				lingerClose(nc)
 			default:
-				tc.Close()
+				nc.Close()
 			}
 		}
 		s.untrack(c)
@@ -320,12 +401,12 @@ func (s *Server) serveH1(tc *tls.Conn, cs tls.ConnectionState) {
 // one did.
 func (c *h1conn) next(wait time.Duration) bool {
 	c.releaseBuffers() // the reader stays if it holds a pipelined request
-	if c.br == nil {
+	if c.br == nil && !c.peeked {
 		if !c.state.CompareAndSwap(connActive, connIdle) && c.state.Load() != connNew {
 			return false
 		}
-		c.tc.SetReadDeadline(deadline(wait))
-		if n, _ := c.tc.Read(c.peek[:]); n == 0 {
+		c.nc.SetReadDeadline(deadline(wait))
+		if n, _ := c.nc.Read(c.peek[:]); n == 0 {
 			return false
 		}
 		c.peeked = true
@@ -334,7 +415,7 @@ func (c *h1conn) next(wait time.Duration) bool {
 		c.state.Load() != connActive {
 		return false
 	}
-	c.tc.SetReadDeadline(deadline(c.srv.opts.ReadHeaderTimeout))
+	c.nc.SetReadDeadline(deadline(c.srv.opts.ReadHeaderTimeout))
 	return true
 }
 
@@ -363,6 +444,7 @@ func (c *h1conn) releaseBuffers() {
 		headers.Put(h)
 		c.w.header = nil
 	}
+	c.lr.release()
 }
 
 // maxDrain is how much of a request body the handler left unread is read
@@ -380,39 +462,46 @@ func (c *h1conn) serveRequest() bool {
 	c.bw = writers.Get().(*bufio.Writer)
 	c.bw.Reset(&c.out)
 	c.w.header = headers.Get().(http.Header)
-	c.lr.n = int64(s.opts.MaxHeaderBytes)
+	c.lr.start(c.br, int64(s.opts.MaxHeaderBytes))
 	req, err := http.ReadRequest(c.br)
 	hitLimit := c.lr.n == 0
-	c.lr.n = -1
+	readErr := c.lr.err
+	facts := scanHead(c.lr.stop(c.br))
 	if err != nil {
-		var ne net.Error
 		switch {
 		case hitLimit:
-			c.refuse(http.StatusRequestHeaderFieldsTooLarge, "")
-		case err == io.EOF || errors.As(err, &ne):
+			c.refuse(nil, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+		case readErr != nil:
 			// The client closed the connection or stalled mid-head.
+		case facts.unknownCoding():
+			c.refuse(nil, http.StatusNotImplemented, "unsupported transfer coding")
 		default:
 			// The parser's message may quote what the client sent:
 			// not echoed back, as under net/http.
-			c.refuse(http.StatusBadRequest, "")
+			c.refuse(nil, http.StatusBadRequest, "malformed request")
 		}
 		return false
 	}
-	if msg := checkRequest(req); msg != "" {
-		status := http.StatusBadRequest
-		if req.ProtoMajor != 1 {
-			status = http.StatusHTTPVersionNotSupported
-		}
-		c.refuse(status, msg)
+	if status, msg := checkRequest(req, &facts); status != 0 {
+		c.refuse(req, status, msg)
 		return false
+	}
+	if req.Method == "OPTIONS" && req.RequestURI == "*" {
+		// About the server, not a resource: answered here, as net/http does.
+		c.bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		if c.bw.Flush() != nil || req.Close || req.Body != http.NoBody {
+			c.linger = req.Body != http.NoBody
+			return false
+		}
+		return true
 	}
 	// The head's deadline stays: nothing reads from the connection
 	// before the next request's wait sets its own, except the body
-	// reader and a hijack, which set theirs.
+	// reader, the watcher and a hijack, which set theirs.
 	expect := false
 	if e, ok := req.Header["Expect"]; ok {
 		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
-			c.refuse(http.StatusExpectationFailed, "")
+			c.refuse(req, http.StatusExpectationFailed, "unsupported expectation")
 			return false
 		}
 		// Answer "100 Continue" ourselves when the body is first read,
@@ -423,18 +512,24 @@ func (c *h1conn) serveRequest() bool {
 	if req.Body != http.NoBody {
 		c.body = bodyReader{c: c, r: req.Body, expect: expect}
 		req.Body = &c.body
+	} else {
+		c.body = bodyReader{c: c, eof: true}
 	}
 	req.RemoteAddr = c.remote
-	req.TLS = &c.tls
+	req.TLS = c.tls
 	req = req.WithContext(c.ctx)
 
 	w := &c.w
 	w.reset(c, req)
-	s.h.ServeHTTP(w, req)
+	if req.Body == http.NoBody {
+		c.watch() // the request is whole: it waits for its answer from now on
+	}
+	s.opts.Handler.ServeHTTP(w, req)
+	c.unwatch()
 	if c.state.Load() == connHijacked {
 		return false
 	}
-	if !w.finish() {
+	if !w.finish() || c.gone {
 		return false
 	}
 	if req.Body != http.NoBody {
@@ -448,6 +543,68 @@ func (c *h1conn) serveRequest() bool {
 		}
 	}
 	return !w.closeAfter
+}
+
+// watch starts watching the client, WatchDelay from now, while the
+// request waits for its answer: if the client goes away, the connection's
+// context is cancelled, and with it what the handler does for it. Not
+// when the client has pipelined a request already: its bytes are the
+// next request's, and a client that sent one is not gone.
+func (c *h1conn) watch() {
+	if c.watchArmed || c.w.wroteHeader || (c.br != nil && c.br.Buffered() > 0) || c.peeked {
+		return
+	}
+	c.watchArmed = true
+	c.watchStop.Store(false)
+	if c.watchTimer == nil {
+		c.watchDone = make(chan struct{}, 1)
+		c.watchTimer = time.AfterFunc(WatchDelay, c.watchClient)
+		return
+	}
+	c.watchTimer.Reset(WatchDelay)
+}
+
+// watchClient runs in the timer's goroutine: it reads from the connection
+// until unwatch interrupts it, the client sends a byte (kept for the next
+// request) or the client goes away.
+func (c *h1conn) watchClient() {
+	c.nc.SetReadDeadline(time.Time{})
+	if !c.watchStop.Load() {
+		n, err := c.nc.Read(c.watchByte[:])
+		switch {
+		case n > 0:
+			c.watchGot = true
+		case !isTimeout(err):
+			c.gone = true
+			c.cancel()
+		}
+	}
+	c.watchDone <- struct{}{}
+}
+
+// unwatch stops watching the client, waiting for the watcher if it has
+// begun to read.
+func (c *h1conn) unwatch() {
+	if !c.watchArmed {
+		return
+	}
+	c.watchArmed = false
+	if c.watchTimer.Stop() {
+		return // it never ran
+	}
+	c.watchStop.Store(true)
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+	<-c.watchDone
+	if c.watchGot {
+		c.watchGot = false
+		c.peek[0] = c.watchByte[0]
+		c.peeked = true
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
 }
 
 // drainBody reads what the handler left of the request body, within
@@ -476,8 +633,9 @@ const drainTimeout = 5 * time.Second
 // bodyReader is the request body as the handler sees it: each read waits
 // at most IdleTimeout for the client, the first one sends "100 Continue"
 // when the client asked for it, and the end is noted so the response can
-// say whether the connection survives. Close only ends the handler's
-// reading: what is left is the server's to drain, within its bounds.
+// say whether the connection survives (and the client be watched). Close
+// only ends the handler's reading: what is left is the server's to drain,
+// within its bounds.
 type bodyReader struct {
 	c        *h1conn
 	r        io.ReadCloser
@@ -492,7 +650,11 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.read(p)
+	n, err := b.read(p)
+	if err == io.EOF && b.deadline.IsZero() {
+		b.c.watch() // read whole: from now on the request waits for its answer
+	}
+	return n, err
 }
 
 func (b *bodyReader) read(p []byte) (int, error) {
@@ -512,9 +674,9 @@ func (b *bodyReader) read(p []byte) (int, error) {
 	}
 	switch t := c.srv.opts.IdleTimeout; {
 	case !b.deadline.IsZero():
-		c.tc.SetReadDeadline(b.deadline)
+		c.nc.SetReadDeadline(b.deadline)
 	case t > 0:
-		c.tc.SetReadDeadline(time.Now().Add(t))
+		c.nc.SetReadDeadline(time.Now().Add(t))
 	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
@@ -546,61 +708,123 @@ type connWriter struct{ c *h1conn }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	if t := w.c.srv.opts.IdleTimeout; t > 0 {
-		w.c.tc.SetWriteDeadline(time.Now().Add(t))
+		w.c.nc.SetWriteDeadline(time.Now().Add(t))
 	}
-	return w.c.tc.Write(p)
+	return w.c.nc.Write(p)
 }
 
 // lingerClose closes a connection the client may still be sending on
 // (a body we did not read, a head we refused) without losing the
-// response: close_notify, then the listener's lingering close of the
-// socket (tlsconfig's LingerClose), so the client reads the answer rather
-// than a reset.
-func lingerClose(tc *tls.Conn) {
-	tc.CloseWrite() // close_notify; crypto/tls bounds the write itself
-	if l, ok := tc.NetConn().(interface{ LingerClose() }); ok {
+// response: close_notify, then the lingering close of the socket under
+// it when it has one (a LingerClose method, as the accepting listener may
+// provide), so the client reads the answer rather than a reset.
+func lingerClose(nc net.Conn) {
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		tc.CloseWrite() // close_notify; crypto/tls bounds the write itself
+		raw = tc.NetConn()
+	}
+	if l, ok := raw.(interface{ LingerClose() }); ok {
 		l.LingerClose()
 		return
 	}
-	tc.Close()
+	nc.Close()
 }
 
 // checkRequest applies the checks net/http's server makes after parsing a
-// request, and returns what is wrong ("" for nothing).
-func checkRequest(req *http.Request) string {
+// request, and those nginx makes beyond them; it returns the status to
+// refuse the request with (0: none) and why.
+func checkRequest(req *http.Request, f *headFacts) (int, string) {
 	if req.ProtoMajor != 1 {
-		return "unsupported protocol version"
+		return http.StatusHTTPVersionNotSupported, "unsupported protocol version"
 	}
-	if req.ProtoAtLeast(1, 1) && req.Host == "" && req.Method != "CONNECT" {
-		return "missing required Host header"
+	if msg := f.framingError(req.ProtoMinor); msg != "" {
+		// RFC 9112 6.3: a server MUST close the connection after such a
+		// request; nginx answers 400.
+		return http.StatusBadRequest, msg
+	}
+	if f.unknownCoding() {
+		return http.StatusNotImplemented, "unsupported transfer coding"
+	}
+	if !validMethod(req.Method) {
+		return http.StatusBadRequest, "malformed method"
+	}
+	if msg := checkTarget(req); msg != "" {
+		return http.StatusBadRequest, msg
+	}
+	if req.ProtoAtLeast(1, 1) && req.Host == "" {
+		return http.StatusBadRequest, "missing required Host header"
 	}
 	if !httpguts.ValidHostHeader(req.Host) {
-		return "malformed Host header"
+		return http.StatusBadRequest, "malformed Host header"
 	}
 	// Values need no second look: net/textproto refuses invalid bytes in
 	// them while parsing. Names it lets through with a space (for old
 	// clients), which net/http's server refuses, and so do we.
-	for k := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return "invalid header name"
+	if badFieldName(req.Header) != "" {
+		return http.StatusBadRequest, "invalid header name"
+	}
+	return 0, ""
+}
+
+// validMethod applies nginx's rule: upper-case letters, '-' and '_'.
+// (RFC 9110 allows any token; every registered method fits the rule.)
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; (c < 'A' || c > 'Z') && c != '-' && c != '_' {
+			return false
 		}
+	}
+	return m != ""
+}
+
+// checkTarget returns what is wrong with the request-target ("" for
+// nothing): only origin-form, absolute-form with an http or https scheme
+// and a host but no userinfo, and "*" for OPTIONS are served; CONNECT
+// (authority-form) is not a proxy's to serve here.
+func checkTarget(req *http.Request) string {
+	u := req.URL
+	switch {
+	case req.Method == "CONNECT":
+		return "CONNECT is not served"
+	case req.RequestURI == "*":
+		if req.Method != "OPTIONS" {
+			return "asterisk-form outside OPTIONS"
+		}
+	case strings.HasPrefix(req.RequestURI, "/"):
+	case u.Scheme != "":
+		// Absolute-form: its host is the request's (net/http made it
+		// req.Host, ignoring any Host field, as RFC 9112 3.2.2 says).
+		if !strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https") {
+			return "unsupported scheme in request-target"
+		}
+		if u.User != nil || u.Host == "" || u.Opaque != "" {
+			return "malformed absolute-form request-target"
+		}
+	default:
+		return "malformed request-target"
 	}
 	return ""
 }
 
 // refuse answers a request that never reaches the handler, and the
-// connection is closed after it.
-func (c *h1conn) refuse(status int, msg string) {
+// connection is closed after it. req is what was parsed (nil: nothing).
+func (c *h1conn) refuse(req *http.Request, status int, reason string) {
 	text := strconv.Itoa(status) + " " + http.StatusText(status)
-	if msg != "" {
-		text += ": " + msg
-	}
 	bw := c.bw
-	bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
+	bw.WriteString("HTTP/1.1 " + text + "\r\n")
 	bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
-	bw.WriteString(strconv.Itoa(len(text)) + "\r\n\r\n" + text)
+	bw.WriteString(strconv.Itoa(len(text)+1) + "\r\n\r\n" + text + "\n")
 	bw.Flush()
 	c.linger = true
+	if f := c.srv.opts.Refused; f != nil {
+		if req != nil {
+			req.RemoteAddr = c.remote
+			req.TLS = c.tls
+			req.Body = http.NoBody
+		}
+		f(Refusal{Conn: c.nc, Ctx: c.ctx, Status: status, Reason: reason, Request: req})
+	}
 }
 
 // h1response is the http.ResponseWriter of an HTTP/1.1 request. Headers
@@ -643,7 +867,7 @@ func (w *h1response) WriteHeader(code int) {
 		return
 	}
 	if code < 100 || code > 999 {
-		panic("proxy: invalid WriteHeader code " + strconv.Itoa(code))
+		panic("h1: invalid WriteHeader code " + strconv.Itoa(code))
 	}
 	bw := w.c.bw
 	if code < 200 && code != http.StatusSwitchingProtocols {
@@ -656,6 +880,7 @@ func (w *h1response) WriteHeader(code int) {
 		}
 		return
 	}
+	w.c.unwatch()
 	w.wroteHeader, w.status = true, code
 	h := w.header
 	delete(h, "Transfer-Encoding")
@@ -673,7 +898,7 @@ func (w *h1response) WriteHeader(code int) {
 	if t := h["Trailer"]; len(t) > 0 && !w.bodyless && w.req.ProtoAtLeast(1, 1) {
 		for _, v := range t {
 			for _, k := range strings.Split(v, ",") {
-				if k = strings.TrimSpace(k); k != "" {
+				if k = strings.TrimSpace(k); k != "" && httpguts.ValidHeaderFieldName(k) {
 					w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
 				}
 			}
@@ -760,9 +985,10 @@ func (w *h1response) Flush() { w.FlushError() }
 // request first; it is no longer the Server's to close.
 func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.wroteHeader {
-		return nil, nil, errors.New("proxy: hijack after the response was written")
+		return nil, nil, errors.New("h1: hijack after the response was written")
 	}
 	c := w.c
+	c.unwatch()
 	s := c.srv
 	s.mu.Lock()
 	ok := c.state.CompareAndSwap(connActive, connHijacked)
@@ -773,8 +999,12 @@ func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !ok {
 		return nil, nil, net.ErrClosed
 	}
-	c.tc.SetDeadline(time.Time{})
-	hc := &hijackedConn{Conn: c.tc, br: c.br}
+	c.nc.SetDeadline(time.Time{})
+	if c.br == nil {
+		c.br = readers.Get().(*bufio.Reader)
+		c.br.Reset(&c.lr)
+	}
+	hc := &hijackedConn{Conn: c.nc, r: c.br}
 	// The connection's own writer sets a deadline on every write; the
 	// tunnel's writes must not inherit one. It holds nothing yet: the
 	// response has not begun.
@@ -785,18 +1015,13 @@ func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // hijackedConn is a hijacked connection that first returns the bytes
-// already buffered from it.
+// already buffered from it (and a byte peeked).
 type hijackedConn struct {
-	*tls.Conn
-	br *bufio.Reader
+	net.Conn
+	r *bufio.Reader
 }
 
-func (h *hijackedConn) Read(p []byte) (int, error) {
-	if h.br.Buffered() > 0 {
-		return h.br.Read(p)
-	}
-	return h.Conn.Read(p)
-}
+func (h *hijackedConn) Read(p []byte) (int, error) { return h.r.Read(p) }
 
 // finish completes the response after the handler returned and reports
 // whether it reached the client whole.
@@ -825,4 +1050,48 @@ func (w *h1response) finish() bool {
 		w.closeAfter = true // short body: only closing tells the client
 	}
 	return bw.Flush() == nil
+}
+
+// connContextKey holds an HTTP/2 request's net.Conn, for Refused.
+type connContextKey struct{}
+
+// h2Handler applies to HTTP/2 requests the limits net/http's server
+// cannot apply without tearing the connection down, then calls Handler.
+type h2Handler struct{ s *Server }
+
+func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	status, reason := 0, ""
+	switch {
+	case headerListSize(r) > s.opts.MaxHeaderBytes:
+		status, reason = http.StatusRequestHeaderFieldsTooLarge, "request header list too large"
+	case r.Method == "CONNECT":
+		status, reason = http.StatusBadRequest, "CONNECT is not served"
+	}
+	if status == 0 {
+		s.opts.Handler.ServeHTTP(w, r)
+		return
+	}
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	io.WriteString(w, text+"\n")
+	if f := s.opts.Refused; f != nil {
+		c, _ := r.Context().Value(connContextKey{}).(net.Conn)
+		f(Refusal{Conn: c, Ctx: r.Context(), Status: status, Reason: reason, Request: r})
+	}
+}
+
+// headerListSize is a request's header list size as HTTP/2 counts it
+// (RFC 9113 6.5.2): each field's name and value plus 32, the
+// pseudo-header fields included.
+func headerListSize(r *http.Request) int {
+	n := len(":method") + len(r.Method) + len(":path") + len(r.RequestURI) +
+		len(":authority") + len(r.Host) + len(":scheme") + len("https") + 4*32
+	for k, vv := range r.Header {
+		for _, v := range vv {
+			n += len(k) + len(v) + 32
+		}
+	}
+	return n
 }

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"context"
@@ -63,11 +63,11 @@ func (a *appServer) closeIdle() int {
 	return n
 }
 
-func (a *appServer) transport() *transport {
-	return newTransport("http", strings.TrimPrefix(a.srv.URL, "http://"), "", guard)
+func (a *appServer) transport() *Transport {
+	return NewTransport(TransportOptions{Network: "tcp", Address: strings.TrimPrefix(a.srv.URL, "http://"), ResponseHeaderTimeout: guard})
 }
 
-func roundTrip(t *testing.T, tr *transport, method, path, body string) (int, string) {
+func roundTrip(t *testing.T, tr *Transport, method, path, body string) (int, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -164,7 +164,7 @@ func TestTransportHeaderTimeout(t *testing.T) {
 	release := make(chan struct{})
 	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) { <-release })
 	defer close(release)
-	tr := newTransport("http", strings.TrimPrefix(app.srv.URL, "http://"), "", 50*time.Millisecond)
+	tr := NewTransport(TransportOptions{Network: "tcp", Address: strings.TrimPrefix(app.srv.URL, "http://"), ResponseHeaderTimeout: 50 * time.Millisecond})
 	req, _ := http.NewRequest("GET", "http://app.example.com/", nil)
 	_, err := tr.RoundTrip(req)
 	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
@@ -185,18 +185,6 @@ func TestTransportHeaderTimeout(t *testing.T) {
 		}
 	case <-time.After(guard):
 		t.Fatal("RoundTrip still waiting after its context was cancelled")
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after guard.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(guard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -301,7 +289,7 @@ func TestTransportStrayBytesTLS(t *testing.T) {
 	app.TLS = &tls.Config{DynamicRecordSizingDisabled: true}
 	app.StartTLS()
 	t.Cleanup(app.Close)
-	tr := newTransport("https", strings.TrimPrefix(app.URL, "https://"), "", guard)
+	tr := NewTransport(TransportOptions{Network: "tcp", Address: strings.TrimPrefix(app.URL, "https://"), TLS: &tls.Config{}, ResponseHeaderTimeout: guard})
 	cfg := app.Client().Transport.(*http.Transport).TLSClientConfig
 	tr.dial = func(ctx context.Context) (net.Conn, error) {
 		return tls.Dial("tcp", strings.TrimPrefix(app.URL, "https://"), cfg)
