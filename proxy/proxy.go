@@ -128,7 +128,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host, ok := hostOnly(r.Host)
 	if !ok {
 		// A Host that is not host[:port] could be read differently by the
-		// app than by our policy match: refuse rather than guess.
+		// app than by our policy match: refuse rather than guess, and
+		// close, as for any malformed request.
+		w.Header().Set("Connection", "close")
 		http.Error(w, "400 bad request: malformed Host header", http.StatusBadRequest)
 		h.log.Info().Str("host", Clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", Clip(ci.SNI)).Int("status", http.StatusBadRequest).Msg("request")
 		return
@@ -388,7 +390,10 @@ func hostOnly(h string) (string, bool) {
 	}
 	switch strings.Count(h, ":") {
 	case 0:
-		return h, validName(h)
+		if !validName(h) {
+			return "", false
+		}
+		return h, true
 	case 1:
 		i := strings.IndexByte(h, ':')
 		if !validPort(h[i:]) || !validName(h[:i]) {

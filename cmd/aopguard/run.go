@@ -24,8 +24,8 @@ import (
 
 	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/config"
-	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/internal/h1"
+	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/proxy"
 	"github.com/aopguard/aopguard/rollout"
 	"github.com/aopguard/aopguard/tlsconfig"

@@ -914,7 +914,7 @@ func (w *h1response) WriteHeader(code int) {
 			w.closeAfter = true // HTTP/1.0: the end of the body is the end of the connection
 		}
 	}
-	if w.c.srv.shutting.Load() || w.c.body.unreadLeft(w.req) {
+	if w.c.srv.shutting.Load() || w.c.body.unreadLeft(w.req) || hasClose(h["Connection"]) {
 		w.closeAfter = true
 	}
 	switch {
@@ -929,6 +929,19 @@ func (w *h1response) WriteHeader(code int) {
 	writeStatusLine(bw, code)
 	writeFields(bw, h, nil)
 	bw.WriteString("\r\n")
+}
+
+// hasClose reports a "close" among Connection values the handler set, as
+// net/http honours it.
+func hasClose(v []string) bool {
+	for _, s := range v {
+		for _, tok := range strings.Split(s, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "close") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func writeStatusLine(bw *bufio.Writer, code int) {
