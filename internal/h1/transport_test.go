@@ -3,6 +3,7 @@ package h1
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -320,5 +321,24 @@ func TestTransportStrayBytesTLS(t *testing.T) {
 		if code, body := roundTrip(t, tr, "GET", "/", ""); code != 200 || body != "real" {
 			t.Errorf("after a %d-byte body with stray bytes: %d %q, want real", size, code, body)
 		}
+	}
+}
+
+// TestTransportCancelledDoesNotDial: a request whose context is done (an
+// HTTP/2 stream the client reset) never makes the transport dial.
+func TestTransportCancelledDoesNotDial(t *testing.T) {
+	var dials atomic.Int32
+	tr := NewTransport(TransportOptions{Dial: func(ctx context.Context) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("dialed")
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://app.example.com/", nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.Canceled) {
+		t.Errorf("RoundTrip: %v, want context.Canceled", err)
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("dialed %d times for a cancelled request", n)
 	}
 }
