@@ -316,9 +316,13 @@ type h1conn struct {
 	body   bodyReader // the current request's body
 	w      h1response // reused for every request
 
-	// Watching the client while a request waits for its answer.
+	// Watching the client while a request waits for its answer. watchMu
+	// guards arming and disarming: a transport may read the request body
+	// (and so arm the watch) in a goroutine of its own.
+	watchMu    sync.Mutex
 	watchTimer *time.Timer // created on first use, then reused
 	watchArmed bool
+	answered   bool          // the final answer began: no more watching
 	watchStop  atomic.Bool   // set by unwatch before it interrupts the read
 	watchDone  chan struct{} // the watcher's read has ended
 	watchByte  [1]byte
@@ -521,6 +525,7 @@ func (c *h1conn) serveRequest() bool {
 
 	w := &c.w
 	w.reset(c, req)
+	c.answered = false // no other goroutine has the request yet
 	if req.Body == http.NoBody {
 		c.watch() // the request is whole: it waits for its answer from now on
 	}
@@ -551,7 +556,9 @@ func (c *h1conn) serveRequest() bool {
 // when the client has pipelined a request already: its bytes are the
 // next request's, and a client that sent one is not gone.
 func (c *h1conn) watch() {
-	if c.watchArmed || c.w.wroteHeader || (c.br != nil && c.br.Buffered() > 0) || c.peeked {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watchArmed || c.answered || (c.br != nil && c.br.Buffered() > 0) || c.peeked {
 		return
 	}
 	c.watchArmed = true
@@ -584,7 +591,15 @@ func (c *h1conn) watchClient() {
 
 // unwatch stops watching the client, waiting for the watcher if it has
 // begun to read.
-func (c *h1conn) unwatch() {
+func (c *h1conn) unwatch() { c.stopWatching(false) }
+
+// stopWatching is unwatch; answered: for good, for this request.
+func (c *h1conn) stopWatching(answered bool) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if answered {
+		c.answered = true
+	}
 	if !c.watchArmed {
 		return
 	}
@@ -880,7 +895,7 @@ func (w *h1response) WriteHeader(code int) {
 		}
 		return
 	}
-	w.c.unwatch()
+	w.c.stopWatching(true)
 	w.wroteHeader, w.status = true, code
 	h := w.header
 	delete(h, "Transfer-Encoding")
@@ -1001,7 +1016,7 @@ func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("h1: hijack after the response was written")
 	}
 	c := w.c
-	c.unwatch()
+	c.stopWatching(true)
 	s := c.srv
 	s.mu.Lock()
 	ok := c.state.CompareAndSwap(connActive, connHijacked)
