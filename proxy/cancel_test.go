@@ -258,3 +258,34 @@ func TestHTTP2ContinuationFlood(t *testing.T) {
 		t.Errorf("the flooded request reached the app")
 	}
 }
+
+// TestHTTP2Connect: CONNECT over HTTP/2 is refused (400) on its stream,
+// as over HTTP/1.1, and never reaches the app.
+func TestHTTP2Connect(t *testing.T) {
+	pki := newPKI(t)
+	up := newUpstream(t, "app", nil)
+	h := newHarness(t, pki, harnessConfig{zone: tlsconfig.PolicySpec{Mode: tlsconfig.LogOnly, CAs: cas(pki.zoneCA), Upstream: up.url}})
+	x := dialH2(t, h, clientOpts{sni: "app.example.com", cert: pki.clientZone})
+	x.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	x.buf.Reset()
+	x.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	x.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: "app.example.com:443"})
+	if err := x.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: x.buf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := x.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no answer to CONNECT: %v", err)
+		}
+		if mh, ok := f.(*http2.MetaHeadersFrame); ok && mh.StreamID == 1 {
+			if s := mh.PseudoValue("status"); s != "400" {
+				t.Errorf("CONNECT answered %s, want 400", s)
+			}
+			break
+		}
+	}
+	if up.hits() != 0 {
+		t.Errorf("CONNECT reached the app")
+	}
+}

@@ -342,3 +342,34 @@ func TestTransportCancelledDoesNotDial(t *testing.T) {
 		t.Errorf("dialed %d times for a cancelled request", n)
 	}
 }
+
+// TestTransportRefusesBadTrailer: a trailer whose name is not a token
+// (net/textproto keeps "X-T " as a name) fails the body's end, and the
+// connection is not reused.
+func TestTransportRefusesBadTrailer(t *testing.T) {
+	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T : 1\r\n\r\n")
+		brw.Flush()
+	})
+	tr := app.transport()
+	req, _ := http.NewRequest("GET", "http://app.example.com/", nil)
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(res.Body)
+	res.Body.Close()
+	if err == nil || !strings.Contains(err.Error(), "trailer") {
+		t.Errorf("body read: %v, want an invalid trailer error", err)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.idle) != 0 {
+		t.Errorf("the connection went back to the pool")
+	}
+}
