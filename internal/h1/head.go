@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -21,8 +22,13 @@ type headReader struct {
 	n         int64
 	recording bool
 	rec       []byte
+	recp      *[]byte // rec's pooled buffer, between start and release
 	err       error
 }
+
+// records holds recording buffers, so that a connection waiting for its
+// next request holds none.
+var records = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func (l *headReader) Read(p []byte) (int, error) {
 	if l.n == 0 {
@@ -48,6 +54,10 @@ func (l *headReader) Read(p []byte) (int, error) {
 // from what br already holds on.
 func (l *headReader) start(br *bufio.Reader, limit int64) {
 	l.n, l.err, l.recording = limit, nil, true
+	if l.recp == nil {
+		l.recp = records.Get().(*[]byte)
+		l.rec = *l.recp
+	}
 	buffered, _ := br.Peek(br.Buffered())
 	l.rec = append(l.rec[:0], buffered...)
 }
@@ -59,14 +69,20 @@ func (l *headReader) stop(br *bufio.Reader) []byte {
 	return l.rec[:max(len(l.rec)-br.Buffered(), 0)]
 }
 
-// maxKeptRecord bounds the recording buffer a connection keeps between
-// heads; a larger one (a huge head) is dropped.
+// maxKeptRecord bounds the recording buffers kept for reuse; a larger
+// one (a huge head) is dropped.
 const maxKeptRecord = 16 << 10
 
+// release returns the recording buffer to the pool (after stop).
 func (l *headReader) release() {
-	if cap(l.rec) > maxKeptRecord {
-		l.rec = nil
+	if l.recp == nil {
+		return
 	}
+	if cap(l.rec) <= maxKeptRecord {
+		*l.recp = l.rec[:0]
+		records.Put(l.recp)
+	}
+	l.recp, l.rec = nil, nil
 }
 
 // headFacts is what a raw head says about its own framing, read from the

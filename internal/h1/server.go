@@ -448,7 +448,6 @@ func (c *h1conn) releaseBuffers() {
 		headers.Put(h)
 		c.w.header = nil
 	}
-	c.lr.release()
 }
 
 // maxDrain is how much of a request body the handler left unread is read
@@ -471,6 +470,7 @@ func (c *h1conn) serveRequest() bool {
 	hitLimit := c.lr.n == 0
 	readErr := c.lr.err
 	facts := scanHead(c.lr.stop(c.br))
+	c.lr.release()
 	if err != nil {
 		switch {
 		case hitLimit:

@@ -69,6 +69,7 @@ type upConn struct {
 	bw        *bufio.Writer
 	idleSince time.Time
 	reused    bool
+	interrupt func() // ends a read in progress; made once, for every request's cancellation
 }
 
 // NewTransport returns a Transport.
@@ -129,6 +130,7 @@ func (t *Transport) get(ctx context.Context, fresh bool) (*upConn, error) {
 	}
 	pc := &upConn{Conn: c, lr: headReader{r: c, n: -1}}
 	pc.br = bufio.NewReaderSize(&pc.lr, 4<<10)
+	pc.interrupt = func() { pc.SetReadDeadline(time.Unix(1, 0)) }
 	pc.bw = bufio.NewWriterSize(c, 4<<10)
 	return pc, nil
 }
@@ -143,7 +145,6 @@ func (t *Transport) put(pc *upConn) {
 		pc.Close()
 		return
 	}
-	pc.lr.release()
 	t.idle = append(t.idle, pc)
 	if t.reaper == nil {
 		t.reaper = time.AfterFunc(reapEvery, t.reap)
@@ -300,7 +301,7 @@ func (t *Transport) exchange(pc *upConn, req *http.Request) (*http.Response, err
 		// A client that goes away cancels its request: stop waiting for
 		// the app then, for the head or the body; closing the connection
 		// tells the app.
-		stop = context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
+		stop = context.AfterFunc(ctx, pc.interrupt)
 	}
 	res, err := t.readHead(pc, req)
 	if err == nil && ctx.Err() != nil {
@@ -348,6 +349,7 @@ func (t *Transport) readHead(pc *upConn, req *http.Request) (*http.Response, err
 		res, err := http.ReadResponse(pc.br, req)
 		left := pc.lr.n
 		facts := scanHead(pc.lr.stop(pc.br))
+		pc.lr.release()
 		if err != nil {
 			if left == 0 {
 				return nil, fmt.Errorf("upstream response head exceeds %d bytes", t.maxHeaderBytes)
