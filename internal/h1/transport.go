@@ -296,12 +296,12 @@ func (t *Transport) exchange(pc *upConn, req *http.Request) (*http.Response, err
 		pc.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	ctx := req.Context()
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		// A client that goes away cancels its request: stop waiting for
-		// the app then, for the head or the body; closing the connection
-		// tells the app.
-		stop = context.AfterFunc(ctx, pc.interrupt)
+	// A client that goes away cancels its request: stop waiting for the
+	// app then, for the head or the body; closing the connection tells
+	// the app.
+	stop := afterDone(ctx, pc.interrupt)
+	if stop == nil {
+		stop = func() bool { return true }
 	}
 	res, err := t.readHead(pc, req)
 	if err == nil && ctx.Err() != nil {
