@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/aopguard/aopguard/internal/h1"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -289,5 +291,39 @@ func TestHTTP2Connect(t *testing.T) {
 	}
 	if up.hits() != 0 {
 		t.Errorf("CONNECT reached the app")
+	}
+}
+
+// TestWatchKeepsNextRequest: a byte the client watch reads while the app
+// works (the client's next request, sent before the answer) is not lost:
+// the next request is served whole.
+func TestWatchKeepsNextRequest(t *testing.T) {
+	pki := newPKI(t)
+	started := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	up := newUpstream(t, "app", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-gate
+		}
+		io.WriteString(w, "answer "+r.Method+" "+r.URL.Path)
+	})
+	h := newHarness(t, pki, harnessConfig{zone: tlsconfig.PolicySpec{Mode: tlsconfig.LogOnly, CAs: cas(pki.zoneCA), Upstream: up.url}})
+	c := h.dial(t, clientOpts{sni: "app.example.com", cert: pki.clientZone}, "http/1.1")
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+	<-started
+	time.Sleep(3 * h1.WatchDelay) // the watch is reading by now
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+	close(gate)
+	for _, want := range []string{"answer GET /slow", "answer GET /next"} {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", want, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 || string(b) != want {
+			t.Errorf("got %d %q, want 200 %q", res.StatusCode, b, want)
+		}
 	}
 }
