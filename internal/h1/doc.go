@@ -11,16 +11,21 @@
 // Deliberate differences from net/http:
 //
 // Server, HTTP/1.1:
-//   - One goroutine per connection and no buffer held between requests; a
-//     connection's context is cancelled when its client disconnects while
-//     a request waits on the handler. The client is watched only once a
-//     request has been read whole and has had no answer for WatchDelay, so
-//     a fast request costs no goroutine and no per-request context.
+//   - One goroutine per connection and no buffer held between requests.
+//     Requests share their connection's context: it is cancelled when the
+//     client disconnects while a request waits on the handler, or when
+//     the connection ends, not when ServeHTTP returns (net/http makes a
+//     context per request). The client is watched only once a request has
+//     been read whole and has had no answer for WatchDelay, so a fast
+//     request costs no goroutine; a byte the watch reads (a pipelined
+//     request) is kept. The Transport registers its interrupt with that
+//     context without allocating.
 //   - Refused with 400 and the connection closed (net/http accepts or
 //     normalises these): Content-Length together with Transfer-Encoding
 //     (RFC 9112 6.3; net/http drops the Content-Length); Transfer-Encoding
 //     on an HTTP/1.0 request (net/http ignores it); more than one
-//     Content-Length field, even with equal values; a header line folded
+//     Content-Length field, even with equal values, or of Transfer-Encoding;
+//     a header line folded
 //     onto the previous one (obs-fold; net/http joins them); a method that
 //     is not upper-case letters, '-' or '_' (nginx's rule); CONNECT; the
 //     asterisk-form outside OPTIONS; an absolute-form target whose scheme
@@ -43,6 +48,8 @@
 //     decoder accepts fields up to H2HeaderCeiling and the limit is applied
 //     per request. A field longer than the ceiling still ends the
 //     connection: the decoder must hold a field to keep its table in step.
+//   - CONNECT (extended CONNECT included) is answered 400 on its stream.
+//   - Options.Refused is told of both refusals, as for HTTP/1.1.
 //
 // Transport:
 //   - HTTP/1.1 only, one request per connection at a time, in the caller's
