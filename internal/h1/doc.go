@@ -62,7 +62,8 @@
 //     silently accepts), when it has Content-Length with Transfer-Encoding,
 //     Transfer-Encoding in an HTTP/1.0 response, more than one
 //     Content-Length field, or a folded line; and so is a trailer with an
-//     invalid name. nginx answers 502 to each.
+//     invalid name. nginx 1.22 answers 502 to the invalid names and the
+//     folded line, and passes the framing cases on.
 //   - A request whose context is done is never sent and never makes the
 //     transport dial.
 //   - A request that failed on a reused connection before any byte of an
