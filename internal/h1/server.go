@@ -311,9 +311,9 @@ type h1conn struct {
 	lr     headReader // under br: bounds and records the request head
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	out    connWriter // under bw: bounds every write
-	body   bodyReader // the current request's body
-	w      h1response // reused for every request
+	out    connWriter  // under bw: bounds every write
+	body   *bodyReader // the current request's body; nil: none
+	w      h1response  // reused for every request
 
 	// Watching the client while a request waits for its answer. watchMu
 	// guards arming and disarming: a transport may read the request body
@@ -512,11 +512,10 @@ func (c *h1conn) serveRequest() bool {
 		delete(req.Header, "Expect")
 		expect = req.ProtoAtLeast(1, 1)
 	}
+	c.body = nil
 	if req.Body != http.NoBody {
-		c.body = bodyReader{c: c, r: req.Body, expect: expect}
-		req.Body = &c.body
-	} else {
-		c.body = bodyReader{c: c, eof: true}
+		c.body = &bodyReader{c: c, r: req.Body, expect: expect}
+		req.Body = c.body
 	}
 	req.RemoteAddr = c.remote
 	req.TLS = c.tls
@@ -538,7 +537,9 @@ func (c *h1conn) serveRequest() bool {
 	}
 	if req.Body != http.NoBody {
 		if w.closeAfter {
+			c.body.mu.Lock()
 			c.linger = !c.body.eof // no use reading what the next request will not follow
+			c.body.mu.Unlock()
 			return false
 		}
 		if !c.drainBody() {
@@ -624,15 +625,22 @@ func isTimeout(err error) bool {
 // drainBody reads what the handler left of the request body, within
 // maxDrain and drainTimeout, so the connection can carry the next request.
 func (c *h1conn) drainBody() bool {
-	b := &c.body
-	if b.eof {
+	b := c.body
+	b.readMu.Lock() // waits for a read still in progress in another goroutine
+	b.mu.Lock()
+	eof, expect := b.eof, b.expect
+	b.mu.Unlock()
+	b.deadline = time.Now().Add(drainTimeout)
+	b.readMu.Unlock()
+	if eof {
 		return true
 	}
-	if b.expect {
+	if expect {
 		return false // the client was never told to send it; it may yet
 	}
-	b.deadline = time.Now().Add(drainTimeout)
 	n, err := io.CopyN(io.Discard, bodyDrain{b}, maxDrain+1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return n <= maxDrain && (err == io.EOF || b.eof)
 }
 
@@ -650,66 +658,92 @@ const drainTimeout = 5 * time.Second
 // say whether the connection survives (and the client be watched). Close
 // only ends the handler's reading: what is left is the server's to drain,
 // within its bounds.
+//
+// A transport may read the body in a goroutine of its own (an HTTP/2
+// client does), even after RoundTrip returned: reads are serialised, the
+// state the response depends on is guarded, and each request with a body
+// has a bodyReader of its own, so a late read never meets the next
+// request's.
 type bodyReader struct {
-	c        *h1conn
-	r        io.ReadCloser
-	n        int64 // bytes read
-	eof      bool
-	closed   bool
-	expect   bool      // "100 Continue" is owed before the first read
-	deadline time.Time // for draining: one deadline for all reads
+	c      *h1conn
+	r      io.ReadCloser
+	closed atomic.Bool
+
+	readMu   sync.Mutex // held through a read
+	deadline time.Time  // for draining: one deadline for all reads (under readMu)
+
+	mu     sync.Mutex // guards what follows, and orders "100 Continue" before the response
+	n      int64      // bytes read
+	eof    bool
+	expect bool // "100 Continue" is owed before the first read
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
-	if b.closed {
+	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	n, err := b.read(p)
-	if err == io.EOF && b.deadline.IsZero() {
+	n, draining, err := b.readDraining(p)
+	if err == io.EOF && !draining {
 		b.c.watch() // read whole: from now on the request waits for its answer
 	}
 	return n, err
 }
 
 func (b *bodyReader) read(p []byte) (int, error) {
-	if b.eof {
-		return 0, io.EOF
-	}
+	n, _, err := b.readDraining(p)
+	return n, err
+}
+
+// readDraining reads, and reports whether the server is draining.
+func (b *bodyReader) readDraining(p []byte) (int, bool, error) {
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	draining := !b.deadline.IsZero()
 	c := b.c
+	b.mu.Lock()
+	if b.eof {
+		b.mu.Unlock()
+		return 0, draining, io.EOF
+	}
 	if b.expect {
 		if c.w.wroteHeader {
-			return 0, io.EOF // answered already: the client need not send it
+			b.mu.Unlock()
+			return 0, draining, io.EOF // answered already: the client need not send it
 		}
 		b.expect = false
 		c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		if err := c.bw.Flush(); err != nil {
-			return 0, err
+			b.mu.Unlock()
+			return 0, draining, err
 		}
 	}
+	b.mu.Unlock()
 	switch t := c.srv.opts.IdleTimeout; {
-	case !b.deadline.IsZero():
+	case draining:
 		c.nc.SetReadDeadline(b.deadline)
 	case t > 0:
 		c.nc.SetReadDeadline(time.Now().Add(t))
 	}
 	n, err := b.r.Read(p)
+	b.mu.Lock()
 	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
 	}
-	return n, err
+	b.mu.Unlock()
+	return n, draining, err
 }
 
 func (b *bodyReader) Close() error {
-	b.closed = true
+	b.closed.Store(true)
 	return nil
 }
 
 // unreadLeft reports whether closing the connection after the response
 // leaves client data unread: a body not read to its end that is too large
-// to drain, or that the client was never asked to send.
+// to drain, or that the client was never asked to send. b.mu is held.
 func (b *bodyReader) unreadLeft(req *http.Request) bool {
-	if req.Body == http.NoBody || b.eof {
+	if b.eof {
 		return false
 	}
 	return b.expect || req.ContentLength < 0 || req.ContentLength-b.n > maxDrain
@@ -887,6 +921,10 @@ func (w *h1response) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		// Informational: sent at once; the final response follows.
 		if w.req.ProtoAtLeast(1, 1) {
+			if b := w.c.body; b != nil {
+				b.mu.Lock() // not in the middle of a "100 Continue"
+				defer b.mu.Unlock()
+			}
 			writeStatusLine(bw, code)
 			writeFields(bw, w.header, framingOf1xx)
 			bw.WriteString("\r\n")
@@ -895,7 +933,16 @@ func (w *h1response) WriteHeader(code int) {
 		return
 	}
 	w.c.stopWatching(true)
-	w.wroteHeader, w.status = true, code
+	unreadLeft := false
+	if b := w.c.body; b != nil {
+		b.mu.Lock() // "100 Continue" goes before this or never
+		w.wroteHeader = true
+		unreadLeft = b.unreadLeft(w.req)
+		b.mu.Unlock()
+	} else {
+		w.wroteHeader = true
+	}
+	w.status = code
 	h := w.header
 	delete(h, "Transfer-Encoding")
 	w.bodyless = w.req.Method == "HEAD" || code == http.StatusNoContent || code == http.StatusNotModified || code == http.StatusSwitchingProtocols
@@ -928,7 +975,7 @@ func (w *h1response) WriteHeader(code int) {
 			w.closeAfter = true // HTTP/1.0: the end of the body is the end of the connection
 		}
 	}
-	if w.c.srv.shutting.Load() || w.c.body.unreadLeft(w.req) || hasClose(h["Connection"]) {
+	if w.c.srv.shutting.Load() || unreadLeft || hasClose(h["Connection"]) {
 		w.closeAfter = true
 	}
 	switch {
