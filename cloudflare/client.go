@@ -95,21 +95,33 @@ func New(o Options) (*Client, error) {
 // DryRun reports whether writes are only printed.
 func (c *Client) DryRun() bool { return c.dryRun }
 
-// apiError turns an SDK error into one that says what failed, with
-// Cloudflare's error codes and messages, and nothing of the request's
-// headers. op names the operation ("listing zones").
+// APIError is an error answer from Cloudflare's API: the operation that
+// failed, the HTTP status and Cloudflare's error codes and messages. It
+// carries nothing of the request (its headers hold the token).
+type APIError struct {
+	Op       string
+	Status   int
+	Messages []string
+}
+
+func (e *APIError) Error() string {
+	hint := ""
+	if e.Status == http.StatusForbidden || e.Status == http.StatusUnauthorized {
+		hint = " (does the token have the permission this needs? see the README)"
+	}
+	return fmt.Sprintf("cloudflare: %s: HTTP %d: %s%s", e.Op, e.Status, strings.Join(e.Messages, "; "), hint)
+}
+
+// apiError turns an SDK error into an *APIError (or wraps a transport
+// error). op names the operation ("listing zones").
 func apiError(op string, err error) error {
 	var ae *aop.Error
 	if errors.As(err, &ae) {
-		var msgs []string
+		out := &APIError{Op: op, Status: ae.StatusCode}
 		for _, e := range ae.Errors {
-			msgs = append(msgs, fmt.Sprintf("%d %s", e.Code, e.Message))
+			out.Messages = append(out.Messages, fmt.Sprintf("%d %s", e.Code, e.Message))
 		}
-		hint := ""
-		if ae.StatusCode == http.StatusForbidden || ae.StatusCode == http.StatusUnauthorized {
-			hint = " (does the token have the permission this needs? see the README)"
-		}
-		return fmt.Errorf("cloudflare: %s: HTTP %d: %s%s", op, ae.StatusCode, strings.Join(msgs, "; "), hint)
+		return out
 	}
 	return fmt.Errorf("cloudflare: %s: %w", op, err)
 }

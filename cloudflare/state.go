@@ -140,8 +140,8 @@ func (c *Client) ReadState(ctx context.Context, zoneID string, names []string) (
 		s.ZoneCerts = append(s.ZoneCerts, newCert(z.ID, string(z.Status), z.Certificate, z.ExpiresOn, z.UploadedOn))
 	}
 	if s.Proxied, err = c.proxiedNames(ctx, zoneID); err != nil {
-		var ae *aop.Error
-		if !errors.As(err, &ae) || ae.StatusCode != http.StatusForbidden {
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 			return nil, err
 		}
 		s.Proxied = nil
