@@ -112,7 +112,9 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (int, error) {
 				return writes, apiError("enabling zone-level AOP", err)
 			}
 			writes++
-			fmt.Fprintln(o.Out, "enabled zone-level AOP")
+			if !c.dryRun {
+				fmt.Fprintln(o.Out, "enabled zone-level AOP")
+			}
 		}
 	} else {
 		var link []string
@@ -135,7 +137,9 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (int, error) {
 				return writes, err
 			}
 			writes++
-			fmt.Fprintf(o.Out, "linked %s to certificate %s\n", strings.Join(link, ", "), id)
+			if !c.dryRun {
+				fmt.Fprintf(o.Out, "linked %s to certificate %s\n", strings.Join(link, ", "), id)
+			}
 			pending = append(pending, link...)
 		}
 	}
@@ -214,7 +218,11 @@ func (c *Client) ensureUploaded(ctx context.Context, zoneID string, u *Upload, z
 		}
 		id, status = r.ID, string(r.Status)
 	}
-	fmt.Fprintf(out, "uploaded certificate as %s (%s)\n", id, status)
+	if c.dryRun {
+		fmt.Fprintln(out, "dry run: the certificate would be uploaded (its ID stands as \"dry-run\" below)")
+	} else {
+		fmt.Fprintf(out, "uploaded certificate as %s (%s)\n", id, status)
+	}
 	return id, true, nil
 }
 

@@ -158,20 +158,20 @@ func TestApplyIsIdempotent(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out.String())
 			}
-			if n != 2 || fake.Writes != 2 {
-				t.Errorf("first run: %d writes reported, %d received; want 2 (upload, link)", n, fake.Writes)
+			if n != 2 || fake.WriteCount() != 2 {
+				t.Errorf("first run: %d writes reported, %d received; want 2 (upload, link)", n, fake.WriteCount())
 			}
 			if !strings.Contains(out.String(), "active at Cloudflare") || !strings.Contains(out.String(), "pending_deployment") {
 				t.Errorf("did not wait from pending_deployment to active:\n%s", out.String())
 			}
-			before := fake.Writes
+			before := fake.WriteCount()
 			out.Reset()
 			n, err = c.Apply(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n != 0 || fake.Writes != before {
-				t.Errorf("second run wrote (%d reported, %d received):\n%s", n, fake.Writes-before, out.String())
+			if n != 0 || fake.WriteCount() != before {
+				t.Errorf("second run wrote (%d reported, %d received):\n%s", n, fake.WriteCount()-before, out.String())
 			}
 			noToken(t, "apply output", out.String())
 		})
@@ -195,8 +195,8 @@ func TestApplyRefusesUntrustedHostname(t *testing.T) {
 	if _, err := c.Apply(context.Background(), o); err == nil || !strings.Contains(err.Error(), tlsconfig.ReasonZoneCertOnHost) {
 		t.Fatalf("err = %v", err)
 	}
-	if fake.Writes != 0 {
-		t.Errorf("a refused apply wrote %d times", fake.Writes)
+	if fake.WriteCount() != 0 {
+		t.Errorf("a refused apply wrote %d times", fake.WriteCount())
 	}
 }
 
@@ -212,8 +212,8 @@ func TestApplyDryRunWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fake.Writes != 0 || n != 2 {
-		t.Errorf("dry run: %d writes reached the API, %d reported; want 0 and 2", fake.Writes, n)
+	if fake.WriteCount() != 0 || n != 2 {
+		t.Errorf("dry run: %d writes reached the API, %d reported; want 0 and 2", fake.WriteCount(), n)
 	}
 	printed := dry.String()
 	for _, want := range []string{"POST /client/v4/zones/" + testZoneID + "/origin_tls_client_auth/hostnames/certificates",
@@ -270,8 +270,8 @@ func TestRotate(t *testing.T) {
 	if err := c.Rotate(context.Background(), ro); err == nil || !strings.Contains(err.Error(), "refusing to rotate") {
 		t.Fatalf("rotating to an untrusted certificate: %v", err)
 	}
-	if fake.Writes != 0 {
-		t.Fatalf("a refused rotation wrote %d times", fake.Writes)
+	if fake.WriteCount() != 0 {
+		t.Fatalf("a refused rotation wrote %d times", fake.WriteCount())
 	}
 
 	next := testpki.Client(t, w.hostCA, "app.example.com 2")

@@ -376,6 +376,13 @@ func page(w http.ResponseWriter, r *http.Request, all []any) {
 		"total_pages": (len(all) + PerPage - 1) / PerPage})
 }
 
+// WriteCount returns Writes, under Mu.
+func (s *Server) WriteCount() int {
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	return s.Writes
+}
+
 // Hostnames returns the linked hostnames, sorted.
 func (z *Zone) Hostnames() []string {
 	var out []string
