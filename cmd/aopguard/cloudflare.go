@@ -133,6 +133,9 @@ func (f *cfFlags) client(ctx context.Context, dryRun io.Writer) (*cloudflare.Cli
 // policies builds the local policies from the configuration exactly as
 // "aopguard run" does (reading every CA bundle, CRL and allow rule).
 func policies(file string) (*config.Config, *tlsconfig.Set, error) {
+	if file == "" {
+		return nil, nil, &exitError{exitConfig, errors.New("--config is required: the policies Cloudflare's side is checked against come from it")}
+	}
 	cfg, err := (&flags{configFile: file, set: map[string]bool{}}).config()
 	if err != nil {
 		return nil, nil, &exitError{exitConfig, err}

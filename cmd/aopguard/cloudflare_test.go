@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -210,6 +213,30 @@ hosts:
 		edge <- err
 	}
 
+	// The admin endpoints rotate relies on, directly.
+	for _, tc := range []struct {
+		name, host string
+		body       []byte
+		status     int
+		want       string
+	}{
+		{"trusted", "app.example.com", p.hostLeaf.CertPEM(), 200, `"trusted": true`},
+		{"zone certificate on the host", "app.example.com", p.zoneLeaf.CertPEM(), 200, `"reason": "zone_cert_on_host"`},
+		{"zone policy", "other.example.com", p.zoneLeaf.CertPEM(), 200, `"policy": "_zone"`},
+		{"not PEM", "app.example.com", []byte("hello"), 400, "not a PEM certificate chain"},
+		{"too large", "app.example.com", bytes.Repeat([]byte("A"), 100<<10), 413, "too large"},
+	} {
+		resp, err := http.Post("http://"+g.admin+"/trust?host="+tc.host, "application/x-pem-file", bytes.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
+			t.Errorf("POST /trust %s: %d %s, want %d with %q", tc.name, resp.StatusCode, body, tc.status, tc.want)
+		}
+	}
+
 	rogue := p.write(t, "next-rogue.pem", p.rogueLf.CertPEM())
 	rotate := []string{"rotate", "--zone", "example.com", "--api-url", fake.APIURL(), "--admin", g.admin, "--host", "app.example.com",
 		"--poll", "10ms", "--wait", "20s", "--delete-old"}
@@ -232,6 +259,16 @@ hosts:
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	resp, err := http.Get("http://" + g.admin + "/clients?host=app.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen clientsAnswer
+	err = json.NewDecoder(resp.Body).Decode(&seen)
+	resp.Body.Close()
+	if err != nil || len(seen.Clients) == 0 || seen.Clients[0].Fingerprint != fp || seen.Clients[0].FromCloudflare == nil {
+		t.Errorf("GET /clients: %+v %v", seen, err)
 	}
 	fake.Mu.Lock()
 	defer fake.Mu.Unlock()

@@ -96,7 +96,7 @@ func New(t testing.TB, token, zoneID, zoneName string) *Server {
 // Zone returns the first zone.
 func (s *Server) Zone() *Zone { return s.Zones[0] }
 
-// URL is the API root to give the client.
+// APIURL is the API root to give the client.
 func (s *Server) APIURL() string { return s.Server.URL + "/client/v4/" }
 
 type apiErr struct {
