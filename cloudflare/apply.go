@@ -85,6 +85,11 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (int, error) {
 			return 0, err
 		}
 	}
+	if o.ZoneLevel {
+		if err := c.checkZoneLevel(ctx, o.ZoneID, o.Policies, chain, o.Out); err != nil {
+			return 0, err
+		}
+	}
 	fmt.Fprintf(o.Out, "certificate %s (sha256 %s, expires %s)\n", certs.Describe(chain[0]), fp, chain[0].NotAfter.Format("2006-01-02"))
 	writes := 0
 	id, uploaded, err := c.ensureUploaded(ctx, o.ZoneID, o.Upload, o.ZoneLevel, o.Out)
@@ -166,6 +171,36 @@ func checkTrust(set *tlsconfig.Set, host string, chain []*x509.Certificate, out 
 			host, p.Name(), p.Mode(), v.Reason)
 	}
 	fmt.Fprintf(out, "%s: local policy %s (%s) trusts this certificate\n", host, p.Name(), p.Mode())
+	return nil
+}
+
+// checkZoneLevel refuses a zone-level certificate that Cloudflare would
+// present to a configured host whose require policy refuses it: a host
+// without an enabled per-hostname link gets the zone-level certificate.
+// Under log-only it warns.
+func (c *Client) checkZoneLevel(ctx context.Context, zoneID string, set *tlsconfig.Set, chain []*x509.Certificate, out io.Writer) error {
+	for _, p := range set.Policies()[1:] {
+		if p.Mode() == tlsconfig.Off {
+			continue
+		}
+		v := p.Verify(chain)
+		if v.Result == tlsconfig.Success {
+			continue
+		}
+		h, ok, err := c.Hostname(ctx, zoneID, p.Name())
+		if err != nil {
+			return err
+		}
+		if ok && h.Enabled {
+			continue // its per-hostname certificate wins
+		}
+		if p.Mode() == tlsconfig.Require {
+			return fmt.Errorf("refusing to enable zone-level AOP with this certificate: %s has no per-hostname certificate at Cloudflare, so it would get this one, and its policy (require) refuses it (%s)",
+				p.Name(), v.Reason)
+		}
+		fmt.Fprintf(out, "warning: %s has no per-hostname certificate at Cloudflare and would get this one, which its policy (%s) refuses (%s): do not enforce it yet\n",
+			p.Name(), p.Mode(), v.Reason)
+	}
 	return nil
 }
 

@@ -43,7 +43,7 @@ type Options struct {
 	// is not sent and answered locally as if it had succeeded.
 	DryRun io.Writer
 	// MaxRetries bounds the SDK's retries of 429 and 5xx answers (it
-	// honours Retry-After); 0 means 3.
+	// honours Retry-After); 0 means 3, a negative number none.
 	MaxRetries int
 }
 
@@ -70,8 +70,11 @@ func New(o Options) (*Client, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
-	if o.MaxRetries == 0 {
+	switch {
+	case o.MaxRetries == 0:
 		o.MaxRetries = 3
+	case o.MaxRetries < 0:
+		o.MaxRetries = 0
 	}
 	opts := []option.RequestOption{
 		option.WithBaseURL(o.BaseURL),

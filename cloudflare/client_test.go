@@ -125,6 +125,11 @@ func TestPermissionErrors(t *testing.T) {
 	if strings.Contains(err.Error(), "wrong-") {
 		t.Errorf("the refused token appears in the error: %v", err)
 	}
+	down, _ := New(Options{Token: testToken, BaseURL: "http://127.0.0.1:1/client/v4/", MaxRetries: -1})
+	if _, err = down.ReadState(ctx, testZoneID, nil); err == nil {
+		t.Fatal("an unreachable API answered")
+	}
+	noToken(t, "a transport error", err.Error())
 	if _, err := New(Options{}); err == nil || !strings.Contains(err.Error(), "CLOUDFLARE_API_TOKEN") {
 		t.Errorf("no token: %v", err)
 	}
@@ -151,12 +156,28 @@ func TestApplyIsIdempotent(t *testing.T) {
 			o := applyOpts(w, set, leaf, &out)
 			if zoneLevel {
 				o.ZoneLevel = true
+				// The hosts with a CA of their own must keep their
+				// per-hostname certificate, or zone-level is refused.
+				_, err := c.Apply(context.Background(), o)
+				if err == nil || !strings.Contains(err.Error(), "app.example.com has no per-hostname certificate") || fake.WriteCount() != 0 {
+					t.Fatalf("zone-level over require hosts without their own certificate: %v, %d writes", err, fake.WriteCount())
+				}
+				hc := fake.Add(string(w.hostLeaf.CertPEM()), string(w.hostLeaf.KeyPEM()), "active")
+				z := fake.Zone()
+				z.HostCerts = append(z.HostCerts, hc)
+				for _, h := range []string{"app.example.com", "*.wild.example.com"} {
+					z.Links[h] = &cffake.Link{CertID: hc.ID, Enabled: true, Status: "active"}
+				}
 			} else {
 				o.Hostnames = []string{"app.example.com", "x.wild.example.com"}
 			}
+			out.Reset()
 			n, err := c.Apply(context.Background(), o)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out.String())
+			}
+			if zoneLevel && !strings.Contains(out.String(), "warning: staged.example.com has no per-hostname certificate") {
+				t.Errorf("no warning for the log-only host that would get the zone certificate:\n%s", out.String())
 			}
 			if n != 2 || fake.WriteCount() != 2 {
 				t.Errorf("first run: %d writes reported, %d received; want 2 (upload, link)", n, fake.WriteCount())
