@@ -107,6 +107,8 @@ type APIError struct {
 	Messages []string
 }
 
+// Error says what failed, with Cloudflare's codes and messages, and for a
+// 401 or 403 that the token may lack a permission.
 func (e *APIError) Error() string {
 	hint := ""
 	if e.Status == http.StatusForbidden || e.Status == http.StatusUnauthorized {

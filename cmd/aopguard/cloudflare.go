@@ -132,27 +132,27 @@ func (f *cfFlags) client(ctx context.Context, dryRun io.Writer) (*cloudflare.Cli
 
 // policies builds the local policies from the configuration exactly as
 // "aopguard run" does (reading every CA bundle, CRL and allow rule).
-func policies(file string) (*config.Config, *tlsconfig.Set, error) {
+func policies(file string) (*tlsconfig.Set, error) {
 	if file == "" {
-		return nil, nil, &exitError{exitConfig, errors.New("--config is required: the policies Cloudflare's side is checked against come from it")}
+		return nil, &exitError{exitConfig, errors.New("--config is required: the policies Cloudflare's side is checked against come from it")}
 	}
 	cfg, err := (&flags{configFile: file, set: map[string]bool{}}).config()
 	if err != nil {
-		return nil, nil, &exitError{exitConfig, err}
+		return nil, &exitError{exitConfig, err}
 	}
 	zone, hosts, _, err := policySpecs(cfg)
 	if err != nil {
-		return nil, nil, &exitError{exitConfig, err}
+		return nil, &exitError{exitConfig, err}
 	}
 	keys, err := tlsconfig.NewTicketKeys()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{Tickets: keys, StrictHosts: cfg.StrictHosts})
 	if err != nil {
-		return nil, nil, &exitError{exitConfig, &config.Error{File: cfg.File, Err: err}}
+		return nil, &exitError{exitConfig, &config.Error{File: cfg.File, Err: err}}
 	}
-	return cfg, set, nil
+	return set, nil
 }
 
 func readUpload(f *cfFlags) (*cloudflare.Upload, error) {
@@ -180,7 +180,7 @@ func cloudflareAudit(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	_, set, err := policies(f.cfg)
+	set, err := policies(f.cfg)
 	if err != nil {
 		return err
 	}
@@ -233,7 +233,7 @@ func cloudflareApply(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	_, set, err := policies(f.cfg)
+	set, err := policies(f.cfg)
 	if err != nil {
 		return err
 	}

@@ -138,6 +138,10 @@ func TestCloudflareAuditCLI(t *testing.T) {
 	if code, out := cfCLI(t, "", base...); code != 2 || !strings.Contains(out, "CLOUDFLARE_API_TOKEN") {
 		t.Errorf("no token: exit %d:\n%s", code, out)
 	}
+	bad := testpki.WriteFile(t, t.TempDir(), "bad.yaml", []byte("upstream: http://127.0.0.1:1\nhosts:\n  - name: app.example.com\n    ca: missing.pem\n"))
+	if code, out := cfCLI(t, cfToken, "audit", "--config", bad, "--zone", "example.com", "--api-url", fake.APIURL()); code != 2 || !strings.Contains(out, "hosts[0].ca") {
+		t.Errorf("bad config: exit %d:\n%s", code, out)
+	}
 	if code, out := cfCLI(t, cfToken, "audit", "--zone", "example.com", "--token", cfToken); code != 2 {
 		t.Errorf("a --token flag must not exist: exit %d:\n%s", code, out)
 	}
