@@ -120,7 +120,7 @@ func Audit(st *State, set *tlsconfig.Set, now time.Time) Report {
 		switch {
 		case p != set.Zone():
 			rep.Rows = append(rep.Rows, judge(st, p, name, h, false, now))
-		case h != nil && h.Enabled:
+		case h != nil:
 			rep.Rows = append(rep.Rows, judge(st, p, name, h, true, now))
 		}
 	}
@@ -146,8 +146,8 @@ func sortedKeys(m map[string]Hostname, more []string) []string {
 }
 
 // judge computes one row: the level Cloudflare presents from (per-hostname
-// when h is enabled, else zone-level, else global), and the verdict of p
-// on it.
+// when h is enabled, nothing when h is disabled, else zone-level, else
+// global), and the verdict of p on it.
 func judge(st *State, p *tlsconfig.Policy, hostname string, h *Hostname, unnamed bool, now time.Time) Row {
 	row := Row{Policy: p.Name(), Mode: p.Mode().String(), Hostname: hostname, Unnamed: unnamed, Level: LevelNone, Expiry: ExpiryUnknown}
 	var cert *Cert
@@ -158,6 +158,8 @@ func judge(st *State, p *tlsconfig.Policy, hostname string, h *Hostname, unnamed
 		if h.Cert.Status != "" && h.Cert.Status != "active" {
 			row.Status = h.Status + " (certificate " + h.Cert.Status + ")"
 		}
+	case h != nil:
+		row.Status = "disabled for this hostname"
 	case zc != nil:
 		row.Level, cert = LevelZone, zc
 		row.Status = zc.Status
@@ -228,6 +230,8 @@ func verdict(mode tlsconfig.Mode, row Row) (string, string) {
 		return Unprotected, fmt.Sprintf("Cloudflare presents a %s certificate but the local policy is off: nothing checks it", row.Level)
 	case mode == tlsconfig.Off:
 		return OK, "no AOP at Cloudflare and the local policy is off"
+	case row.Level == LevelNone && row.Status != "":
+		return bad, fmt.Sprintf("per-hostname AOP is disabled for this hostname, so Cloudflare presents no client certificate (whatever the zone-level and global settings), and the local policy is %s", mode)
 	case row.Level == LevelNone:
 		return bad, fmt.Sprintf("Cloudflare presents no client certificate for this hostname, and the local policy is %s", mode)
 	case !row.Trusted:

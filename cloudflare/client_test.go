@@ -53,6 +53,8 @@ func TestResolveZoneAndReadState(t *testing.T) {
 	z.HostCerts = append(z.HostCerts, hc)
 	z.Links["app.example.com"] = &cffake.Link{CertID: hc.ID, Enabled: true, Status: "active"}
 	z.Links["legacy.example.com"] = &cffake.Link{CertID: hc.ID, Enabled: true, Status: "active"}
+	z.Links["off.example.com"] = &cffake.Link{CertID: hc.ID, Enabled: false, Status: "active"}
+	z.Links["void.example.com"] = &cffake.Link{CertID: hc.ID, Voided: true, Status: "active"}
 	z.Proxied = []string{"app.example.com", "a.example.com", "b.example.com", "legacy.example.com", "c.example.com"}
 	fake.RateLimit = 1 // the first request is answered 429 Retry-After: 0
 
@@ -68,7 +70,7 @@ func TestResolveZoneAndReadState(t *testing.T) {
 	if _, err := c.ResolveZone(ctx, "missing.test"); err == nil {
 		t.Error("an unknown zone name resolved")
 	}
-	st, err := c.ReadState(ctx, id, []string{"app.example.com", "staged.example.com"})
+	st, err := c.ReadState(ctx, id, []string{"app.example.com", "staged.example.com", "off.example.com", "void.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +82,12 @@ func TestResolveZoneAndReadState(t *testing.T) {
 	}
 	if h := st.Hostnames["app.example.com"]; !h.Enabled || h.Cert.Fingerprint != certs.Fingerprint(w.hostLeaf.Cert.Raw) {
 		t.Errorf("app.example.com: %+v", h)
+	}
+	if h, ok := st.Hostnames["off.example.com"]; !ok || h.Enabled {
+		t.Errorf("an explicitly disabled link: %+v %v", h, ok)
+	}
+	if h, ok := st.Hostnames["void.example.com"]; ok {
+		t.Errorf("a voided (enabled null) link counts as an association: %+v", h)
 	}
 	if _, ok := st.Hostnames["legacy.example.com"]; !ok {
 		t.Error("legacy.example.com, proxied with per-hostname AOP, was not looked up")

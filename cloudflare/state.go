@@ -53,7 +53,10 @@ func newCert(id, status, pemText string, expires, uploaded time.Time) Cert {
 	return c
 }
 
-// Hostname is one hostname's per-hostname AOP association.
+// Hostname is one hostname's per-hostname AOP association. Enabled
+// false is an explicit disable: Cloudflare then sends no certificate to
+// the hostname, even with zone-level (or global) AOP on. An association
+// voided with enabled null is no association.
 type Hostname struct {
 	Name    string
 	CertID  string
@@ -224,7 +227,7 @@ func (c *Client) Hostname(ctx context.Context, zoneID, name string) (Hostname, b
 		}
 		return Hostname{}, false, apiError("reading per-hostname AOP of "+name, err)
 	}
-	if r.CERTID == "" {
+	if r.CERTID == "" || r.JSON.Enabled.IsNull() {
 		return Hostname{}, false, nil
 	}
 	h := Hostname{Name: name, CertID: r.CERTID, Enabled: r.Enabled, Status: string(r.Status),

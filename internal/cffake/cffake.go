@@ -39,10 +39,11 @@ type Cert struct {
 	reads    int
 }
 
-// Link is a per-hostname association.
+// Link is a per-hostname association; Voided ones answer enabled null.
 type Link struct {
 	CertID  string
 	Enabled bool
+	Voided  bool
 	Status  string
 	reads   int
 }
@@ -237,6 +238,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			host, _ := m["hostname"].(string)
 			id, _ := m["cert_id"].(string)
 			en, _ := m["enabled"].(bool)
+			if m["enabled"] == nil { // null voids the association
+				delete(z.Links, host)
+				out = append(out, map[string]any{"hostname": host, "cert_id": id, "enabled": nil})
+				continue
+			}
 			if find(z.HostCerts, id) == nil {
 				write(w, http.StatusBadRequest, nil, nil, apiErr{1417, "certificate " + id + " does not exist"})
 				return
@@ -291,6 +297,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		c := find(z.HostCerts, l.CertID)
 		res := map[string]any{"hostname": host, "cert_id": l.CertID, "enabled": l.Enabled, "status": l.Status,
 			"created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
+		if l.Voided {
+			res["enabled"] = nil
+		}
 		if c != nil {
 			cj := s.certJSON(c, false)
 			res["cert_status"], res["certificate"], res["expires_on"], res["issuer"] = cj["status"], cj["certificate"], cj["expires_on"], cj["issuer"]
