@@ -323,3 +323,36 @@ func TestRotate(t *testing.T) {
 	}
 	noToken(t, "rotate output", out.String())
 }
+
+// blind is an origin that trusts everything and never sees Cloudflare.
+type blind struct{}
+
+func (blind) Trust(context.Context, string, []byte) (bool, string, string, error) {
+	return true, "app.example.com", "", nil
+}
+func (blind) Seen(context.Context, string, string) (bool, error) { return false, nil }
+
+// TestRotateKeepsOldUntilSeen: when the origin never sees the new
+// certificate, rotate gives up after --wait and deletes nothing.
+func TestRotateKeepsOldUntilSeen(t *testing.T) {
+	w := newWorld(t)
+	fake := cffake.New(t, testToken, testZoneID, "example.com")
+	fake.ReadsToActive = 0
+	old := fake.Add(string(w.hostLeaf.CertPEM()), string(w.hostLeaf.KeyPEM()), "active")
+	z := fake.Zone()
+	z.HostCerts = append(z.HostCerts, old)
+	z.Links["app.example.com"] = &cffake.Link{CertID: old.ID, Enabled: true, Status: "active"}
+	next := testpki.Client(t, w.hostCA, "app.example.com 2")
+	var out bytes.Buffer
+	err := newClient(t, fake, nil).Rotate(context.Background(), RotateOptions{ZoneID: testZoneID, Host: "app.example.com",
+		Upload: &Upload{CertPEM: next.CertPEM(), KeyPEM: next.KeyPEM()}, Origin: blind{}, DeleteOld: true, Out: &out,
+		Wait: time.Second, Poll: 10 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "the old certificate is kept") {
+		t.Fatalf("err = %v\n%s", err, out.String())
+	}
+	fake.Mu.Lock()
+	defer fake.Mu.Unlock()
+	if find := len(z.HostCerts); find != 2 {
+		t.Errorf("%d certificates at Cloudflare, want old and new", find)
+	}
+}
