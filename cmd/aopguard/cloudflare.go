@@ -24,7 +24,7 @@ import (
 const cloudflareUsage = `Usage:
   aopguard cloudflare audit  --config FILE --zone ZONE [--json]
   aopguard cloudflare apply  --config FILE --zone ZONE --cert FILE --key FILE (--hostnames a,b | --zone-level) [--dry-run]
-  aopguard cloudflare rotate --zone ZONE --host NAME --cert FILE --key FILE [--admin URL] [--delete-old]
+  aopguard cloudflare rotate --zone ZONE --host NAME --cert FILE --key FILE [--admin URL | --config FILE] [--delete-old]
 
 ZONE is a zone ID or name. The API token is read from CLOUDFLARE_API_TOKEN
 only. Run "aopguard cloudflare SUBCOMMAND -h" for a subcommand's flags.
