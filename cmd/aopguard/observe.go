@@ -50,7 +50,7 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	case err == nil:
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "ok")
 		if info.Verdict.Result == tlsconfig.Success {
-			a.clients.seen(info.Policy.Name(), info.Peer[0], info.Verdict.Fingerprint)
+			a.clients.seen(info.Policy.Name(), info.Peer[0], info.Verdict.Fingerprint, info.Source)
 		}
 		if info.Policy.ActionFor(info.Verdict) == tlsconfig.WouldReject {
 			a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
@@ -105,22 +105,32 @@ type clientLeaves struct {
 type clientLeaf struct {
 	fingerprint string
 	cert        *x509.Certificate
+	// fromCloudflare is when a connection from Cloudflare's ranges last
+	// presented it (zero: never), for "aopguard cloudflare rotate".
+	fromCloudflare time.Time
 }
 
 // seen records a verified leaf; fp is its fingerprint, already computed
-// for the verdict.
-func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp string) {
+// for the verdict, and source the peer's (cfips.Cloudflare or not).
+func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp, source string) {
+	var cf time.Time
+	if source == cfips.Cloudflare {
+		cf = time.Now()
+	}
 	cl.mu.Lock()
 	list := cl.byHost[host]
 	for i, l := range list {
 		if l.fingerprint == fp {
 			copy(list[1:i+1], list[:i])
+			if !cf.IsZero() {
+				l.fromCloudflare = cf
+			}
 			list[0] = l
 			cl.mu.Unlock()
 			return
 		}
 	}
-	list = append([]clientLeaf{{fp, leaf}}, list...)
+	list = append([]clientLeaf{{fp, leaf, cf}}, list...)
 	var dropped *clientLeaf
 	if len(list) > maxClientLeaves {
 		dropped = &list[maxClientLeaves]
@@ -141,6 +151,14 @@ func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp string) {
 	}
 	cl.metrics.ClientExpiry(host, certs.Describe(leaf), float64(leaf.NotAfter.Unix()))
 	cl.onNew("client", host, leaf)
+}
+
+// recent returns copies of the leaves recently verified under policy host,
+// most recent first (at most maxClientLeaves).
+func (cl *clientLeaves) recent(host string) []clientLeaf {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return append([]clientLeaf(nil), cl.byHost[host]...)
 }
 
 func (cl *clientLeaves) each(f func(host string, c *x509.Certificate)) {

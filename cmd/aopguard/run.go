@@ -358,6 +358,8 @@ func (a *app) adminHandler(withPprof bool) http.Handler {
 	}
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.HandleFunc("GET /status", a.serveStatus)
+	mux.HandleFunc("POST /trust", a.serveTrust)
+	mux.HandleFunc("GET /clients", a.serveClients)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
