@@ -134,7 +134,7 @@ func (f *issueFlags) register(fs *flag.FlagSet, cnHelp, out string, days int) {
 	fs.StringVar(&f.out, "out", out, "write `BASE`.pem and BASE.key")
 	fs.IntVar(&f.days, "days", days, "validity in `DAYS`")
 	fs.BoolVar(&f.force, "force", false, "overwrite existing files")
-	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256) or rsa")
+	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256), rsa, or post-quantum ml-dsa-44, ml-dsa-65, ml-dsa-87 (TLS 1.3 only; the key is written seed-only)")
 	fs.IntVar(&f.rsaBits, "rsa-bits", certs.DefaultRSABits, "RSA key size in `BITS` (2048, 3072 or 4096) with --key-type rsa")
 }
 
@@ -175,14 +175,15 @@ func writeIssued(iss *certs.Issued, out string, force bool, stdout io.Writer) (s
 	return certFile, keyFile, nil
 }
 
-const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out ca] [--days 3650] [--key-type ecdsa|rsa] [--force]
+const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out ca] [--days 3650] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--force]
 
 Makes a private CA for Authenticated Origin Pulls: OUT.pem (the certificate:
 trust it at the origin, e.g. aopguard's hosts[].ca or zone_ca, nginx's
 ssl_client_certificate) and OUT.key (its private key, mode 0600: keep it
 offline; it is needed only to issue client certificates). The CA is CA:TRUE
 with path length 0 and the keyCertSign and cRLSign key usages. Defaults:
-ECDSA P-256, valid 3650 days (10 years).
+ECDSA P-256, valid 3650 days (10 years). An ML-DSA CA (post-quantum) signs
+with ML-DSA; its key is written as seed-only PKCS#8.
 
 Flags:
 `
@@ -207,13 +208,16 @@ func certsCA(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca ca] [--out client] [--days 365] [--key-type ecdsa|rsa] [--force]
+const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca ca] [--out client] [--days 365] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--force]
 
 Issues the client certificate Cloudflare presents to the origin: OUT.pem and
 OUT.key (mode 0600), signed by the CA in CA.pem/CA.key (from "aopguard certs
 ca"). It is a leaf (CA:FALSE; Cloudflare rejects CA uploads) with the
 clientAuth extended key usage; a NAME that is a hostname is also put in the
 subjectAltName. Defaults: ECDSA P-256, valid 365 days, never beyond the CA.
+For post-quantum AOP, give both the CA and the client an ML-DSA key type:
+an ML-DSA client certificate can only be presented over TLS 1.3, and its key
+is written as seed-only PKCS#8, the form Cloudflare's upload expects.
 
 Flags:
 `
