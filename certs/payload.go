@@ -145,6 +145,12 @@ var mldsaOIDs = map[string]mldsa.Parameters{
 	"2.16.840.1.101.3.4.3.19": mldsa.MLDSA87(),
 }
 
+// mldsaExpandedSize is the size of each parameter set's expanded private
+// key (FIPS 204). crypto/mldsa cannot derive it, so the converter checks
+// only its size; tls.X509KeyPair then checks the seed against the
+// certificate.
+var mldsaExpandedSize = map[mldsa.Parameters]int{mldsa.MLDSA44(): 2560, mldsa.MLDSA65(): 4032, mldsa.MLDSA87(): 4896}
+
 // pkcs8 is a PKCS#8 PrivateKeyInfo (RFC 5208), attributes aside.
 type pkcs8 struct {
 	Version    int
@@ -181,7 +187,8 @@ func mldsaSeedOnly(keyPEM []byte) (out []byte, converted bool, err error) {
 		Seed     []byte
 		Expanded []byte
 	}
-	if rest, err := asn1.Unmarshal(k.PrivateKey, &both); err != nil || len(rest) != 0 || len(both.Seed) != mldsa.PrivateKeySize {
+	if rest, err := asn1.Unmarshal(k.PrivateKey, &both); err != nil || len(rest) != 0 || len(both.Seed) != mldsa.PrivateKeySize ||
+		len(both.Expanded) != mldsaExpandedSize[params] {
 		return nil, false, fmt.Errorf("the %s private key is in none of the seed, expanded or both forms of RFC 9881", params)
 	}
 	key, err := mldsa.NewPrivateKey(params, both.Seed)

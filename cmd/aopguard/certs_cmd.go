@@ -204,7 +204,11 @@ func certsCA(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "next: aopguard certs client --ca %s --cn app.example.com --out client\n", strings.TrimSuffix(certFile, ".pem"))
+	next := "aopguard certs client --ca " + strings.TrimSuffix(certFile, ".pem") + " --cn app.example.com --out client"
+	if o.Key != "" && o.Key != certs.KeyECDSA && o.Key != certs.KeyRSA {
+		next += " --key-type " + string(o.Key) // a post-quantum CA issues post-quantum clients
+	}
+	fmt.Fprintf(stdout, "next: %s\n", next)
 	return nil
 }
 
