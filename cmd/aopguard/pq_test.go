@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,5 +138,48 @@ hosts:
 	refused := g.waitLog("handshake refused: client certificate not accepted", 1)[0]
 	if refused["reason"] != "classical" || refused["policy"] != "app.example.com" {
 		t.Errorf("refusal log line %v", refused)
+	}
+}
+
+// TestCheckPostQuantum: "aopguard check --client-cert" presents an ML-DSA
+// certificate (files written by "aopguard certs") to a post-quantum
+// aopguard, and shows a classical one refused there.
+func TestCheckPostQuantum(t *testing.T) {
+	p := newPKI(t)
+	up := newUpstream(t)
+	t.Chdir(p.dir)
+	var out, errOut bytes.Buffer
+	if code := dispatch([]string{"certs", "ca", "--cn", "PQ AOP CA", "--key-type", "ml-dsa-65", "--out", "pq-ca"}, &out, &errOut); code != 0 {
+		t.Fatalf("certs ca: %d %s", code, errOut.String())
+	}
+	if code := dispatch([]string{"certs", "client", "--ca", "pq-ca", "--cn", "app.example.com", "--key-type", "ml-dsa-65", "--out", "pq-client"}, &out, &errOut); code != 0 {
+		t.Fatalf("certs client: %d %s", code, errOut.String())
+	}
+	// A classical (ECDSA) client certificate from the same ML-DSA CA.
+	if code := dispatch([]string{"certs", "client", "--ca", "pq-ca", "--cn", "app.example.com", "--key-type", "ecdsa", "--out", "ecdsa-client"}, &out, &errOut); code != 0 {
+		t.Fatalf("certs client: %d %s", code, errOut.String())
+	}
+	g := start(t, "--config", aopguardConfig(t, p, up.URL, "require", "    ca: pq-ca.pem\n    client_cert_signatures: post-quantum\n"))
+	for _, tc := range []struct {
+		cert, key string
+		code      int
+		failed    []int
+	}{
+		{"pq-client.pem", "pq-client.key", 0, nil},
+		{"ecdsa-client.pem", "ecdsa-client.key", 1, []int{5}},
+	} {
+		code, out, errOut := checkRun(t, "--origin", g.listen, "--host", "app.example.com", "--ca", p.path("server-ca.pem"),
+			"--client-cert", p.path(tc.cert), "--client-key", p.path(tc.key), "--json")
+		rep := parseCheckJSON(t, out)
+		if code != tc.code || !slices.Equal(rep.failedProbes(), tc.failed) {
+			t.Errorf("%s: exit %d, failed probes %v; want %d, %v\n%s%s", tc.cert, code, rep.failedProbes(), tc.code, tc.failed, out, errOut)
+		}
+	}
+	var sawClassical bool
+	for _, l := range g.all("handshake refused: client certificate not accepted") {
+		sawClassical = sawClassical || l["reason"] == "classical" && l["policy"] == "app.example.com"
+	}
+	if !sawClassical {
+		t.Errorf("no refusal of the classical certificate with reason classical:\n%s", g.output())
 	}
 }
