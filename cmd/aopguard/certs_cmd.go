@@ -451,7 +451,11 @@ func writeVerdicts(w io.Writer, set *tlsconfig.Set, c *x509.Certificate, others 
 		if v.Result == tlsconfig.Success {
 			accepted = append(accepted, p.Name())
 		}
-		fmt.Fprintf(w, "%s  %-28s %s\n", indent, fmt.Sprintf("%s (%s)", p.Name(), p.Mode()), what)
+		label := fmt.Sprintf("%s (%s)", p.Name(), p.Mode())
+		if p.Signatures() == tlsconfig.PostQuantum {
+			label = fmt.Sprintf("%s (%s, post-quantum)", p.Name(), p.Mode())
+		}
+		fmt.Fprintf(w, "%s  %-28s %s\n", indent, label, what)
 	}
 	fmt.Fprintf(w, "%s%-12s %s\n", indent, "accepted by:", orNoPolicy(accepted))
 }

@@ -175,6 +175,20 @@ func TestCheckPostQuantum(t *testing.T) {
 			t.Errorf("%s: exit %d, failed probes %v; want %d, %v\n%s%s", tc.cert, code, rep.failedProbes(), tc.code, tc.failed, out, errOut)
 		}
 	}
+	// certs inspect --config gives the post-quantum policy's verdicts.
+	out.Reset()
+	if code := dispatch([]string{"certs", "inspect", "--config", p.path("aopguard.yaml"), "pq-client.pem", "ecdsa-client.pem"}, &out, &errOut); code != 0 {
+		t.Fatalf("certs inspect: %d %s", code, errOut.String())
+	}
+	for _, want := range []string{
+		"app.example.com (require, post-quantum) allow: SUCCESS",
+		"app.example.com (require, post-quantum) reject: FAILED:classical",
+		"signature:   ML-DSA-65 (post-quantum)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("certs inspect lacks %q:\n%s", want, out.String())
+		}
+	}
 	var sawClassical bool
 	for _, l := range g.all("handshake refused: client certificate not accepted") {
 		sawClassical = sawClassical || l["reason"] == "classical" && l["policy"] == "app.example.com"
