@@ -168,12 +168,13 @@ func printReport(w io.Writer, rep rollout.Report, color bool) {
 // post-quantum key agreement, and whether switching is safe.
 func printPostQuantum(w io.Writer, p rollout.PolicyReport) {
 	pq := p.PostQuantum
-	if pq.Verdict == "" || pq.Verdict == rollout.Off {
-		return
-	}
 	sigs := p.Signatures
 	if sigs == "" {
 		sigs = "any"
+	}
+	seen := pq.SinceStart.Cloudflare.Verified + pq.SinceStart.Other.Verified
+	if pq.Verdict == "" || pq.Verdict == rollout.Off || (sigs == "any" && seen == 0) {
+		return // nothing to say yet: no verified handshake since start
 	}
 	share := func(f *float64) string {
 		if f == nil {
