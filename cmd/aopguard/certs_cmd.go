@@ -38,6 +38,10 @@ The workflow:
   aopguard check --origin 203.0.113.7:443 --host app.example.com --insecure \
        --client-cert client.pem --client-key client.key
 
+For post-quantum AOP, add --key-type ml-dsa-65 (or ml-dsa-44, ml-dsa-87) to
+both "ca" and "client": ML-DSA certificates work over TLS 1.3 only, and their
+keys are written seed-only, as Cloudflare's upload expects.
+
 Keys are written with mode 0600 and no existing file is overwritten without
 --force. Exit status: 0 on success, 1 when the files given cannot be used or
 an operation fails, 2 for a bad invocation (unknown flags, missing values,
