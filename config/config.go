@@ -24,6 +24,7 @@ const (
 	DefaultListen          = ":8443"
 	DefaultAdmin           = "127.0.0.1:9090"
 	DefaultMode            = "require"
+	DefaultSignatures      = "any"
 	DefaultZoneCA          = "cloudflare"
 	DefaultMaxHeaderBytes  = 64 << 10
 	DefaultUpstreamTimeout = 60 * time.Second
@@ -44,6 +45,9 @@ type Config struct {
 	Admin    string
 	Upstream string
 	Mode     string
+	// ClientCertSignatures is "any" (default) or "post-quantum": the zone
+	// default of which client certificate signatures are accepted.
+	ClientCertSignatures string
 	// ZoneCA is CloudflareCA or a PEM bundle path.
 	ZoneCA       string
 	Certificates []KeyPair
@@ -157,12 +161,14 @@ type KeyPair struct {
 
 // Host is a per-hostname policy. Empty fields inherit the zone's.
 type Host struct {
-	Name     string
-	CA       string
-	Mode     string
-	Upstream string
-	Allow    Allow
-	CRL      string
+	Name string
+	CA   string
+	Mode string
+	// ClientCertSignatures is "any", "post-quantum" or "" (the zone's).
+	ClientCertSignatures string
+	Upstream             string
+	Allow                Allow
+	CRL                  string
 }
 
 // Error is a configuration error at one key.
@@ -197,21 +203,22 @@ func (e *Error) Unwrap() error { return e.Err }
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	return &Config{
-		Listen:              DefaultListen,
-		Admin:               DefaultAdmin,
-		Mode:                DefaultMode,
-		ZoneCA:              DefaultZoneCA,
-		MaxHeaderBytes:      DefaultMaxHeaderBytes,
-		UpstreamTimeout:     DefaultUpstreamTimeout,
-		ShutdownTimeout:     DefaultShutdownTimeout,
-		HandshakeTimeout:    DefaultHandshakeTimout,
-		ReadyMinRequests:    DefaultReadyMinRequests,
-		AllowNoSNI:          true,
-		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
-		IdleTimeout:         DefaultIdleTimeout,
-		MaxConnections:      DefaultMaxConnections,
-		MaxHandshakes:       DefaultMaxHandshakes,
-		ReloadCheckInterval: DefaultReloadCheck,
+		Listen:               DefaultListen,
+		Admin:                DefaultAdmin,
+		Mode:                 DefaultMode,
+		ClientCertSignatures: DefaultSignatures,
+		ZoneCA:               DefaultZoneCA,
+		MaxHeaderBytes:       DefaultMaxHeaderBytes,
+		UpstreamTimeout:      DefaultUpstreamTimeout,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		HandshakeTimeout:     DefaultHandshakeTimout,
+		ReadyMinRequests:     DefaultReadyMinRequests,
+		AllowNoSNI:           true,
+		ReadHeaderTimeout:    DefaultReadHeaderTimeout,
+		IdleTimeout:          DefaultIdleTimeout,
+		MaxConnections:       DefaultMaxConnections,
+		MaxHandshakes:        DefaultMaxHandshakes,
+		ReloadCheckInterval:  DefaultReloadCheck,
 	}
 }
 
@@ -312,6 +319,9 @@ func (c *Config) Validate() error {
 	if !validMode(c.Mode) {
 		return bad("mode", "%q is not one of off, log-only, require", c.Mode)
 	}
+	if !validSignatures(c.ClientCertSignatures) {
+		return bad("client_cert_signatures", "%q is not one of any, post-quantum", c.ClientCertSignatures)
+	}
 	if c.ZoneCA == "" {
 		return bad("zone_ca", "must be %q or a PEM bundle path", CloudflareCA)
 	}
@@ -333,6 +343,9 @@ func (c *Config) Validate() error {
 		seen[n] = i
 		if h.Mode != "" && !validMode(h.Mode) {
 			return bad(key+".mode", "%q is not one of off, log-only, require", h.Mode)
+		}
+		if h.ClientCertSignatures != "" && !validSignatures(h.ClientCertSignatures) {
+			return bad(key+".client_cert_signatures", "%q is not one of any, post-quantum", h.ClientCertSignatures)
 		}
 		if h.Upstream != "" {
 			if err := CheckUpstream(h.Upstream); err != nil {
@@ -412,6 +425,8 @@ func (c *Config) Validate() error {
 }
 
 func validMode(m string) bool { return m == "off" || m == "log-only" || m == "require" }
+
+func validSignatures(s string) bool { return s == "any" || s == "post-quantum" }
 
 func checkAddr(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {

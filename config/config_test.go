@@ -135,6 +135,21 @@ func TestParseErrors(t *testing.T) {
 			key:  "mode", line: 1, msg: `"requir" is not one of`,
 		},
 		{
+			name: "bad zone client_cert_signatures",
+			in:   up + "client_cert_signatures: pq\n",
+			key:  "client_cert_signatures", line: 2, msg: `"pq" is not one of any, post-quantum`,
+		},
+		{
+			name: "bad host client_cert_signatures",
+			in:   up + "hosts:\n  - name: a.example.com\n    client_cert_signatures: ml-dsa\n",
+			key:  "hosts[0].client_cert_signatures", line: 4, msg: `"ml-dsa" is not one of any, post-quantum`,
+		},
+		{
+			name: "client_cert_signatures is a list",
+			in:   up + "client_cert_signatures: [post-quantum]\n",
+			key:  "client_cert_signatures", line: 2, msg: "want a string",
+		},
+		{
 			name: "hosts is a string",
 			in:   up + "hosts: x\n",
 			key:  "hosts", line: 2, msg: `want a list, got "x"`,
@@ -373,6 +388,7 @@ listen: "0.0.0.0:443"
 admin: "127.0.0.1:9191"
 upstream: http://127.0.0.1:8080
 mode: log-only
+client_cert_signatures: any
 zone_ca: ca/zone.pem
 certificates:
   - cert: tls/origin.pem
@@ -383,6 +399,7 @@ hosts:
   - name: shop.example.com
     ca: ca/shop.pem
     mode: require
+    client_cert_signatures: post-quantum
     upstream: unix://run/shop.sock
   - name: "*.api.example.com"
     mode: "off"
@@ -425,18 +442,19 @@ func TestParseFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &config.Config{
-		File:     testFile,
-		Listen:   "0.0.0.0:443",
-		Admin:    "127.0.0.1:9191",
-		Upstream: "http://127.0.0.1:8080",
-		Mode:     "log-only",
-		ZoneCA:   inDir("ca", "zone.pem"),
+		File:                 testFile,
+		Listen:               "0.0.0.0:443",
+		Admin:                "127.0.0.1:9191",
+		Upstream:             "http://127.0.0.1:8080",
+		Mode:                 "log-only",
+		ClientCertSignatures: "any",
+		ZoneCA:               inDir("ca", "zone.pem"),
 		Certificates: []config.KeyPair{
 			{Cert: inDir("tls", "origin.pem"), Key: "/secrets/origin.key"},
 			{Cert: "/tls/second.pem", Key: inDir("tls", "second.key")},
 		},
 		Hosts: []config.Host{
-			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", Upstream: "unix://" + inDir("run", "shop.sock")},
+			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", ClientCertSignatures: "post-quantum", Upstream: "unix://" + inDir("run", "shop.sock")},
 			{Name: "*.api.example.com", Mode: "off", Upstream: "https://10.0.0.2:8443"},
 			{Name: "Legacy.Example.com.", CA: "/etc/pki/legacy.pem", Upstream: "unix:///var/run/legacy.sock"},
 			{Name: "plain.example.com", CRL: inDir("crl", "plain.crl"), Allow: config.Allow{

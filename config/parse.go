@@ -145,6 +145,7 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 		"admin":                     p.str(&c.Admin),
 		"upstream":                  p.str(&c.Upstream),
 		"mode":                      p.str(&c.Mode),
+		"client_cert_signatures":    p.str(&c.ClientCertSignatures),
 		"zone_ca":                   p.str(&c.ZoneCA),
 		"max_header_bytes":          p.integer(&c.MaxHeaderBytes),
 		"upstream_timeout":          p.duration(&c.UpstreamTimeout),
@@ -204,12 +205,13 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 			p.list(key, v, func(key string, item *yaml.Node) {
 				var h Host
 				p.fields(key, item, map[string]func(string, *yaml.Node){
-					"name":     p.str(&h.Name),
-					"ca":       p.str(&h.CA),
-					"mode":     p.str(&h.Mode),
-					"upstream": p.str(&h.Upstream),
-					"allow":    p.allow(&h.Allow),
-					"crl":      p.str(&h.CRL),
+					"name":                   p.str(&h.Name),
+					"ca":                     p.str(&h.CA),
+					"mode":                   p.str(&h.Mode),
+					"client_cert_signatures": p.str(&h.ClientCertSignatures),
+					"upstream":               p.str(&h.Upstream),
+					"allow":                  p.allow(&h.Allow),
+					"crl":                    p.str(&h.CRL),
 				})
 				c.Hosts = append(c.Hosts, h)
 			})

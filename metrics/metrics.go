@@ -28,6 +28,7 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	handshakeErrs prometheus.Counter
 	handshakes    *prometheus.CounterVec
+	algorithms    *prometheus.CounterVec
 	reqDuration   *prometheus.HistogramVec
 	upDuration    *prometheus.HistogramVec
 	upErrors      *prometheus.CounterVec
@@ -72,6 +73,10 @@ func New() *Metrics {
 		Name: "aopguard_tls_handshakes_total",
 		Help: "TLS handshakes by policy, TLS version, resumption and result (ok, refused, error).",
 	}, []string{"host", "version", "resumed", "result"})
+	m.algorithms = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_tls_handshake_algorithms_total",
+		Help: "TLS handshakes judged under a policy (admitted or refused), by negotiated key-agreement group (X25519MLKEM768 is post-quantum) and the client certificate's signature algorithm (ML-DSA-* are post-quantum; none without a certificate).",
+	}, []string{"host", "key_agreement", "cert_signature"})
 	m.reqDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "aopguard_request_duration_seconds",
 		Help:    "Time from reading a request to the end of its response, by policy.",
@@ -91,7 +96,7 @@ func New() *Metrics {
 		Help: "Requests from Cloudflare's load-balancer health checks (User-Agent Cloudflare-Traffic-Manager), counted apart from visitor traffic.",
 	}, []string{"host", "result"})
 	m.collectors = []prometheus.Collector{m.verifications, m.expiry, m.reloads, m.lastReload, m.requests, m.handshakeErrs,
-		m.handshakes, m.reqDuration, m.upDuration, m.upErrors, m.health}
+		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health}
 	m.Registry.MustRegister(m.collectors...)
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -124,6 +129,13 @@ func (m *Metrics) Names() []string {
 // "unknown"; result is ok, refused or error.
 func (m *Metrics) Handshake(host, version string, resumed bool, result string) {
 	m.handshakes.WithLabelValues(host, version, strconv.FormatBool(resumed), result).Inc()
+}
+
+// HandshakeAlgorithms counts one handshake judged under a policy by its
+// key-agreement group and client certificate signature algorithm; both
+// come from fixed sets (tlsconfig.KeyAgreementName, SignatureName).
+func (m *Metrics) HandshakeAlgorithms(host, keyAgreement, certSignature string) {
+	m.algorithms.WithLabelValues(host, keyAgreement, certSignature).Inc()
 }
 
 // RequestDuration returns the request latency histogram for a policy.

@@ -56,6 +56,7 @@ type bucket struct {
 	minute int64 // Unix minute this bucket counts; stale buckets are reused
 	counts map[key]uint64
 	health uint64
+	pq     [2]PQCounts // verified handshakes by source: Cloudflare, other
 }
 
 type failing struct {
@@ -69,6 +70,7 @@ type failing struct {
 type policyStats struct {
 	total   map[key]uint64
 	health  uint64
+	pq      [2]PQCounts
 	minutes [60]bucket
 	failing []failing // most recent first
 }
@@ -118,7 +120,7 @@ func (t *Tracker) Record(e Event) {
 	}
 	b := &ps.minutes[minute%60]
 	if b.minute != minute || b.counts == nil {
-		b.minute, b.counts, b.health = minute, map[key]uint64{}, 0
+		*b = bucket{minute: minute, counts: map[key]uint64{}}
 	}
 	if e.HealthCheck {
 		ps.health++
@@ -130,6 +132,50 @@ func (t *Tracker) Record(e Event) {
 	b.counts[k]++
 	if e.Result != "success" && e.Reason != "" {
 		ps.noteFailing(e, now)
+	}
+}
+
+// Handshake is one TLS handshake whose client certificate chain verified
+// under its policy, or would have but for being classical under
+// client_cert_signatures: post-quantum: the evidence for switching a policy
+// to post-quantum.
+type Handshake struct {
+	Policy string
+	Source string // SourceCloudflare or SourceOther
+	// MLDSA: the chain is post-quantum throughout (ML-DSA leaf key and
+	// signatures).
+	MLDSA bool
+	// PostQuantumKeyAgreement: the handshake's key agreement was
+	// post-quantum (X25519MLKEM768 and the like).
+	PostQuantumKeyAgreement bool
+}
+
+// RecordHandshake counts one verified handshake.
+func (t *Tracker) RecordHandshake(h Handshake) {
+	minute := t.now().Unix() / 60
+	src := 1
+	if h.Source == SourceCloudflare {
+		src = 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := t.policies[h.Policy]
+	if ps == nil {
+		ps = &policyStats{total: map[key]uint64{}}
+		t.policies[h.Policy] = ps
+	}
+	b := &ps.minutes[minute%60]
+	if b.minute != minute || b.counts == nil {
+		*b = bucket{minute: minute, counts: map[key]uint64{}}
+	}
+	for _, c := range []*PQCounts{&ps.pq[src], &b.pq[src]} {
+		c.Verified++
+		if h.MLDSA {
+			c.MLDSA++
+		}
+		if h.PostQuantumKeyAgreement {
+			c.PostQuantumKeyAgreement++
+		}
 	}
 }
 
@@ -170,7 +216,52 @@ type Counts struct {
 type PolicyInfo struct {
 	Name string
 	Mode string // off, log-only or require
-	CAs  []CAInfo
+	// Signatures is the policy's client_cert_signatures: any or
+	// post-quantum.
+	Signatures string
+	CAs        []CAInfo
+}
+
+// PQCounts counts verified handshakes and how many of them were
+// post-quantum.
+type PQCounts struct {
+	Verified                uint64 `json:"verified_handshakes"`
+	MLDSA                   uint64 `json:"ml_dsa"`
+	PostQuantumKeyAgreement uint64 `json:"pq_key_agreement"`
+}
+
+// PQBySource splits PQCounts by traffic source.
+type PQBySource struct {
+	Cloudflare PQCounts `json:"cloudflare"`
+	Other      PQCounts `json:"other"`
+}
+
+// Post-quantum verdicts of a PQReport.
+const (
+	// SafeToSwitch: every verified Cloudflare handshake in the window had
+	// an ML-DSA certificate: client_cert_signatures: post-quantum would
+	// refuse none of them.
+	SafeToSwitch = "safe_to_switch"
+	// NotSafe: some verified Cloudflare handshakes had classical
+	// certificates.
+	NotSafe = "not_safe"
+	// PostQuantumOn: the policy already accepts only ML-DSA certificates.
+	PostQuantumOn = "post_quantum"
+)
+
+// PQReport is the post-quantum part of a policy's report: the share of
+// verified handshakes with ML-DSA certificates and with post-quantum key
+// agreement, and whether switching the policy to post-quantum is safe.
+type PQReport struct {
+	SinceStart PQBySource `json:"since_start"`
+	LastHour   PQBySource `json:"last_hour"`
+	// MLDSAShare and KeyAgreementShare are the shares (0..1) of the
+	// last hour's verified Cloudflare handshakes; absent without any.
+	MLDSAShare        *float64 `json:"ml_dsa_share,omitempty"`
+	KeyAgreementShare *float64 `json:"pq_key_agreement_share,omitempty"`
+	// Verdict is safe_to_switch, not_safe, no_traffic, post_quantum or off.
+	Verdict string `json:"verdict"`
+	Why     string `json:"why"`
 }
 
 // CAInfo is one trusted CA of a policy.
@@ -190,6 +281,10 @@ type PolicyReport struct {
 	FailingSources []failing `json:"failing_sources"`
 	Verdict        string    `json:"verdict"`
 	Why            string    `json:"why"`
+	// Signatures is the policy's client_cert_signatures (any or
+	// post-quantum) and PostQuantum the evidence for switching it.
+	Signatures  string   `json:"client_cert_signatures"`
+	PostQuantum PQReport `json:"post_quantum"`
 }
 
 // Report is the whole /status document.
@@ -209,8 +304,9 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 	defer t.mu.Unlock()
 	r := Report{Generated: now.UTC(), Window: Window.String(), MinRequests: t.minRequests, CloudflareIPs: cloudflareIPs}
 	for _, p := range policies {
-		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []failing{}}
+		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []failing{}, Signatures: p.Signatures}
 		if ps := t.policies[p.Name]; ps != nil {
+			pr.PostQuantum.SinceStart = PQBySource{Cloudflare: ps.pq[0], Other: ps.pq[1]}
 			pr.SinceStart = counts(ps.total, ps.health)
 			hour := map[key]uint64{}
 			var health uint64
@@ -220,6 +316,8 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 						hour[k] += n
 					}
 					health += b.health
+					pr.PostQuantum.LastHour.Cloudflare.add(b.pq[0])
+					pr.PostQuantum.LastHour.Other.add(b.pq[1])
 				}
 			}
 			pr.LastHour = counts(hour, health)
@@ -228,6 +326,7 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 			pr.SinceStart, pr.LastHour = counts(nil, 0), counts(nil, 0)
 		}
 		pr.Verdict, pr.Why = t.verdict(p.Mode, pr.LastHour)
+		t.postQuantumVerdict(p, &pr)
 		r.Policies = append(r.Policies, pr)
 	}
 	return r
@@ -259,6 +358,8 @@ var causes = map[string]string{
 	"wrong_usage":       "the certificate Cloudflare sends does not allow client authentication (clientAuth extended key usage)",
 	"revoked":           "the certificate Cloudflare sends is revoked by this policy's CRL",
 	"not_allowed":       "the certificate Cloudflare sends does not match this policy's allow rules",
+	"classical":         "the certificate Cloudflare sends is classical, and this policy accepts only ML-DSA (client_cert_signatures: post-quantum): upload an ML-DSA client certificate to Cloudflare",
+	"needs_tls13":       "Cloudflare connects with TLS 1.2, where no ML-DSA certificate can be presented: whatever sits between Cloudflare and aopguard must allow TLS 1.3",
 }
 
 func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
@@ -303,4 +404,49 @@ func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
 		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, t.minRequests)
 	}
 	return ReadyToEnforce, fmt.Sprintf("all %d requests from Cloudflare in the last hour presented a valid certificate", cf)
+}
+
+func (c *PQCounts) add(o PQCounts) {
+	c.Verified += o.Verified
+	c.MLDSA += o.MLDSA
+	c.PostQuantumKeyAgreement += o.PostQuantumKeyAgreement
+}
+
+// postQuantumVerdict fills in pr.PostQuantum's shares and verdict. Only
+// Cloudflare's handshakes count, as for the enforcement verdict: switching
+// is safe when every verified Cloudflare handshake of the last hour already
+// had an ML-DSA certificate, and there was enough traffic to judge.
+func (t *Tracker) postQuantumVerdict(p PolicyInfo, pr *PolicyReport) {
+	pq := &pr.PostQuantum
+	cf := pq.LastHour.Cloudflare
+	if cf.Verified > 0 {
+		ml, ka := float64(cf.MLDSA)/float64(cf.Verified), float64(cf.PostQuantumKeyAgreement)/float64(cf.Verified)
+		pq.MLDSAShare, pq.KeyAgreementShare = &ml, &ka
+	}
+	var cfRequests uint64
+	for _, c := range pr.LastHour.By {
+		if c.Source == SourceCloudflare {
+			cfRequests += c.Count
+		}
+	}
+	classical := cf.Verified - cf.MLDSA
+	switch {
+	case p.Mode == "off":
+		pq.Verdict, pq.Why = Off, "certificates are not checked"
+	case p.Signatures == "post-quantum" && p.Mode == "require":
+		pq.Verdict, pq.Why = PostQuantumOn, "only ML-DSA certificates are accepted; classical ones are refused (reason classical)"
+	case p.Signatures == "post-quantum":
+		pq.Verdict, pq.Why = PostQuantumOn, "classical certificates are reported as would_reject/classical; switch mode to require once the policy is ready_to_enforce"
+	case cf.Verified == 0:
+		pq.Verdict, pq.Why = NoTraffic, "no verified handshake from Cloudflare in the last hour"
+	case classical > 0:
+		pq.Verdict, pq.Why = NotSafe, fmt.Sprintf("%d of %d verified handshakes from Cloudflare in the last hour had a classical certificate: client_cert_signatures: post-quantum would refuse them; upload an ML-DSA client certificate to Cloudflare first (aopguard certs client --key-type ml-dsa-65)",
+			classical, cf.Verified)
+	case cfRequests < t.minRequests:
+		pq.Verdict, pq.Why = NoTraffic, fmt.Sprintf("all %d verified handshakes from Cloudflare in the last hour had ML-DSA certificates, but %d requests are too few to judge (%d needed)",
+			cf.Verified, cfRequests, t.minRequests)
+	default:
+		pq.Verdict, pq.Why = SafeToSwitch, fmt.Sprintf("all %d verified handshakes from Cloudflare in the last hour had ML-DSA certificates: set client_cert_signatures: post-quantum (log-only first, then require)",
+			cf.Verified)
+	}
 }

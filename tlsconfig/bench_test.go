@@ -164,3 +164,36 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkVerifyMLDSA is BenchmarkVerify's cold and cached cases for an
+// ML-DSA-65 leaf under an ML-DSA-65 CA, under client_cert_signatures:
+// post-quantum (the chain check plus the post-quantum check).
+func BenchmarkVerifyMLDSA(b *testing.B) {
+	ca := testpki.MLDSACA(b, "ML-DSA CA (bench)", 65)
+	chain := []*x509.Certificate{testpki.MLDSAClient(b, ca, "edge", 65).Cert}
+	s, err := NewSet(PolicySpec{Mode: Require, Signatures: PostQuantum, CAs: []*x509.Certificate{ca.Cert}}, nil, Options{Tickets: mustTickets(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := s.Zone()
+	b.Run("cold", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p.cache.mu.Lock()
+			p.cache.m = nil
+			p.cache.mu.Unlock()
+			if v := p.Verify(chain); v.Result != Success || !v.PostQuantum {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		p.Verify(chain)
+		b.ReportAllocs()
+		for b.Loop() {
+			if v := p.Verify(chain); v.Result != Success {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+}

@@ -32,6 +32,9 @@ type ConnInfo struct {
 	Resumed bool
 	// Version is the negotiated TLS version.
 	Version uint16
+	// CurveID is the negotiated key-agreement group (X25519MLKEM768 for a
+	// post-quantum client such as Cloudflare's or Go's; 0 when none).
+	CurveID tls.CurveID
 	// Source classifies the peer address: cfips.Cloudflare or cfips.Other.
 	Source string
 	// Remote is the peer's IP address.
@@ -235,8 +238,12 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 		} else if errors.As(err, &rej) {
 			info.Verdict, err = rej.Verdict, rej
 		} else if info.Policy != nil && info.Policy.mode == Require && strings.Contains(err.Error(), errNoClientCert) {
-			info.Verdict = Verdict{Result: None, Reason: ReasonMissing}
+			info.Verdict = info.Policy.VerifyTLS(nil, c.ConnectionState().Version)
 			err = &RejectError{Policy: info.Policy, Verdict: info.Verdict}
+		}
+		if info.Policy != nil {
+			cs := c.ConnectionState()
+			info.Version, info.CurveID = cs.Version, cs.CurveID
 		}
 		if rej, ok := err.(*RejectError); ok {
 			rej.Policy.Count(rej.Verdict, info.Source)
@@ -264,7 +271,8 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 	info.Peer = cs.PeerCertificates
 	info.Resumed = cs.DidResume
 	info.Version = cs.Version
-	info.Verdict = info.Policy.Verify(cs.PeerCertificates)
+	info.CurveID = cs.CurveID
+	info.Verdict = info.Policy.VerifyTLS(cs.PeerCertificates, cs.Version)
 	info.Policy.Count(info.Verdict, info.Source)
 	if s.opts.Observe != nil {
 		s.opts.Observe(info, raw.RemoteAddr(), nil)

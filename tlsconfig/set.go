@@ -107,13 +107,16 @@ func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
 }
 
 func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
-	p := &Policy{name: spec.Name, mode: spec.Mode, cas: spec.CAs, upstream: spec.Upstream, index: index}
+	p := &Policy{name: spec.Name, mode: spec.Mode, sigs: spec.Signatures, cas: spec.CAs, upstream: spec.Upstream, index: index}
 	if spec.Mode != Off && len(spec.CAs) == 0 {
 		return nil, fmt.Errorf("tlsconfig: policy %s: mode %s needs at least one CA", spec.Name, spec.Mode)
 	}
 	p.roots = x509.NewCertPool()
 	for _, c := range spec.CAs {
 		p.roots.AddCert(c)
+	}
+	if spec.Signatures != AnySignatures && spec.Signatures != PostQuantum {
+		return nil, fmt.Errorf("tlsconfig: policy %s: unknown client certificate signatures %d", spec.Name, spec.Signatures)
 	}
 	revoked, err := newRevocations(spec.CRLs, spec.CAs)
 	if err != nil {
@@ -147,6 +150,9 @@ func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
 			v := outcomeVerdict(o)
 			if (spec.Mode == Off) != (o == 1) {
 				continue // Off only ever yields a plain None; the others never do
+			}
+			if spec.Signatures != PostQuantum && postQuantumOnly(v.Reason) {
+				continue
 			}
 			for src, name := range [2]string{cfips.Cloudflare, cfips.Other} {
 				p.counters[o][src] = opts.Counter(Labels{

@@ -105,11 +105,12 @@ func (a *app) apply(cfg *config.Config) error {
 }
 
 // resetChangedPolicies forgets the rollout evidence of every policy whose
-// mode or CAs changed: it was gathered under another configuration.
+// mode, accepted signatures or CAs changed: it was gathered under another
+// configuration.
 func (a *app) resetChangedPolicies(set *tlsconfig.Set) {
 	ids := map[string]string{}
 	for _, p := range set.Policies() {
-		id := p.Mode().String()
+		id := p.Mode().String() + " " + p.Signatures().String()
 		for _, c := range p.CAs() {
 			id += " " + certs.Fingerprint(c.Raw)
 		}
@@ -180,7 +181,11 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 	for _, c := range zoneCAs {
 		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
 	}
-	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+	zoneSigs, err := tlsconfig.ParseSignatures(cfg.ClientCertSignatures)
+	if err != nil {
+		return zone, nil, nil, bad("client_cert_signatures", err)
+	}
+	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, Signatures: zoneSigs, CAs: zoneCAs, Upstream: cfg.Upstream}
 	if zone.Allow, err = allowRules(cfg.File, "allow", cfg.Allow); err != nil {
 		return zone, nil, nil, err
 	}
@@ -188,7 +193,7 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 		return zone, nil, nil, err
 	}
 	for i, h := range cfg.Hosts {
-		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, CAs: zoneCAs, Upstream: cfg.Upstream}
+		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, Signatures: zoneSigs, CAs: zoneCAs, Upstream: cfg.Upstream}
 		key := fmt.Sprintf("hosts[%d]", i)
 		if spec.Allow, err = allowRules(cfg.File, key+".allow", h.Allow); err != nil {
 			return zone, nil, nil, err
@@ -199,6 +204,11 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 		if h.Mode != "" {
 			if spec.Mode, err = tlsconfig.ParseMode(h.Mode); err != nil {
 				return zone, nil, nil, bad(fmt.Sprintf("hosts[%d].mode", i), err)
+			}
+		}
+		if h.ClientCertSignatures != "" {
+			if spec.Signatures, err = tlsconfig.ParseSignatures(h.ClientCertSignatures); err != nil {
+				return zone, nil, nil, bad(key+".client_cert_signatures", err)
 			}
 		}
 		if h.Upstream != "" {

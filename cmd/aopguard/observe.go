@@ -49,6 +49,7 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	switch {
 	case err == nil:
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "ok")
+		a.observeAlgorithms(info.Policy, info, info.Verdict)
 		if info.Verdict.Result == tlsconfig.Success {
 			a.clients.seen(info.Policy.Name(), info.Peer[0], info.Verdict.Fingerprint, info.Source)
 		}
@@ -60,6 +61,7 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 		}
 	case errors.As(err, &rej):
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "refused")
+		a.observeAlgorithms(rej.Policy, info, rej.Verdict)
 		a.tracker.Record(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
 			Reason: rej.Verdict.Reason, Source: info.Source, Remote: info.Remote})
 		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
@@ -76,6 +78,19 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 		a.metrics.HandshakeError()
 		a.metrics.Handshake(host, "unknown", false, "error")
 		a.log.Debug().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).Err(err).Msg("tls handshake failed")
+	}
+}
+
+// observeAlgorithms counts a handshake judged under p by key agreement and
+// certificate signature, and feeds the post-quantum evidence of the rollout
+// report: of the chains that verified (or would have, but for being
+// classical under post-quantum), how many were ML-DSA throughout and came
+// with post-quantum key agreement.
+func (a *app) observeAlgorithms(p *tlsconfig.Policy, info *tlsconfig.ConnInfo, v tlsconfig.Verdict) {
+	a.metrics.HandshakeAlgorithms(p.Name(), tlsconfig.KeyAgreementName(info.CurveID), tlsconfig.SignatureName(v))
+	if v.Result == tlsconfig.Success || v.Reason == tlsconfig.ReasonClassical {
+		a.tracker.RecordHandshake(rollout.Handshake{Policy: p.Name(), Source: info.Source,
+			MLDSA: v.PostQuantum, PostQuantumKeyAgreement: tlsconfig.PostQuantumKeyAgreement(info.CurveID)})
 	}
 }
 

@@ -23,7 +23,7 @@ func (a *app) report() rollout.Report {
 	now := time.Now()
 	var infos []rollout.PolicyInfo
 	for _, p := range a.set().Policies() {
-		info := rollout.PolicyInfo{Name: p.Name(), Mode: p.Mode().String()}
+		info := rollout.PolicyInfo{Name: p.Name(), Mode: p.Mode().String(), Signatures: p.Signatures().String()}
 		for _, c := range p.CAs() {
 			info.CAs = append(info.CAs, rollout.CAInfo{Subject: certs.Describe(c), NotAfter: c.NotAfter.UTC(), DaysLeft: int(c.NotAfter.Sub(now).Hours() / 24)})
 		}
@@ -134,6 +134,7 @@ func printReport(w io.Writer, rep rollout.Report, color bool) {
 		for _, ca := range p.CAs {
 			fmt.Fprintf(w, "  trusts %s (expires %s, %d days left)\n", ca.Subject, ca.NotAfter.Format("2006-01-02"), ca.DaysLeft)
 		}
+		printPostQuantum(w, p)
 		reasons := map[string]uint64{}
 		for _, c := range p.LastHour.By {
 			if c.Reason != "" {
@@ -160,4 +161,28 @@ func printReport(w io.Writer, rep rollout.Report, color bool) {
 			fmt.Fprintf(w, "  failing source %s (%s): %s ×%d, last %s\n", f.Address, f.Source, f.Reason, f.Count, f.LastSeen.Local().Format(time.TimeOnly))
 		}
 	}
+}
+
+// printPostQuantum writes a policy's post-quantum line: the shares of
+// Cloudflare's verified handshakes with ML-DSA certificates and with
+// post-quantum key agreement, and whether switching is safe.
+func printPostQuantum(w io.Writer, p rollout.PolicyReport) {
+	pq := p.PostQuantum
+	sigs := p.Signatures
+	if sigs == "" {
+		sigs = "any"
+	}
+	seen := pq.SinceStart.Cloudflare.Verified + pq.SinceStart.Other.Verified
+	if pq.Verdict == "" || pq.Verdict == rollout.Off || (sigs == "any" && seen == 0) {
+		return // nothing to say yet: no verified handshake since start
+	}
+	share := func(f *float64) string {
+		if f == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f%%", *f*100)
+	}
+	fmt.Fprintf(w, "  post-quantum (client_cert_signatures: %s): %s of %d verified Cloudflare handshakes in the last hour with ML-DSA certificates, %s with post-quantum key agreement\n",
+		sigs, share(pq.MLDSAShare), pq.LastHour.Cloudflare.Verified, share(pq.KeyAgreementShare))
+	fmt.Fprintf(w, "    %s — %s\n", pq.Verdict, pq.Why)
 }
