@@ -168,11 +168,11 @@ func ParseTicketKeys(data []byte) ([][TicketKeyBytes]byte, error) {
 func LoadTicketKeys(path string) ([][TicketKeyBytes]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("session ticket keys: %w", err)
+		return nil, err
 	}
 	keys, err := ParseTicketKeys(data)
 	if err != nil {
-		return nil, fmt.Errorf("session ticket keys %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return keys, nil
 }
