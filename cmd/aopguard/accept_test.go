@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -131,6 +132,30 @@ proxy_protocol:
 			t.Errorf("%s: access log source %v, want %s", tc.name, line["source"], wantSource)
 		}
 	}
+	// The same over HTTP/2, which another server serves.
+	tr := &http.Transport{ForceAttemptHTTP2: true, DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		raw, err := net.Dial("tcp", g.listen)
+		if err != nil {
+			return nil, err
+		}
+		raw.Write(proxyHeader(t, 2, "[2001:db8::6]:41004"))
+		cfg := client.Clone()
+		cfg.NextProtos = []string{"h2"}
+		c := tls.Client(raw, cfg)
+		return c, c.HandshakeContext(ctx)
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://app.example.com/")
+	if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("HTTP/2 behind the balancer: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	up.mu.Lock()
+	if xff := up.seen[len(up.seen)-1].Get("X-Forwarded-For"); xff != "2001:db8::6" {
+		t.Errorf("HTTP/2: the app saw X-Forwarded-For %q, want 2001:db8::6", xff)
+	}
+	up.mu.Unlock()
+
 	if n := len(g.metrics(`aopguard_client_cert_verifications_total{action="allow",host="_zone",mode="require",reason="",result="success",source="cloudflare"} 2`)); n != 1 {
 		t.Errorf("verifications from Cloudflare sources: %v", g.metrics(`aopguard_client_cert_verifications_total{action="allow"`))
 	}
@@ -159,8 +184,8 @@ proxy_protocol:
 	if len(logged) != 1 || logged[0]["peer"] != "127.0.0.1" || logged[0]["reason"] != "proxy_untrusted" || logged[0]["level"] != "warn" {
 		t.Errorf("refusal log lines: %v", logged)
 	}
-	if up.count() != len(admitted) {
-		t.Errorf("the app saw %d requests, want %d", up.count(), len(admitted))
+	if up.count() != len(admitted)+1 {
+		t.Errorf("the app saw %d requests, want %d", up.count(), len(admitted)+1)
 	}
 
 	// Plain HTTP to the TLS port, as a user tries it with curl.
