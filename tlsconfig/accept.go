@@ -159,7 +159,7 @@ func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 		}
 		if n := br.Buffered(); n > 0 {
 			rest, _ := br.Peek(n)
-			buf = append(make([]byte, 0, max(n, 5)), rest...)
+			buf = append(make([]byte, 0, max(n, 512)), rest...)
 		}
 	}
 
@@ -207,17 +207,18 @@ func (s *Server) plainHTTP(t *trackedConn, refuse func(string, error) error) err
 	return refuse(RefusedPlainHTTP, nil)
 }
 
-// fill reads from c until buf holds n bytes. It grows buf as bytes arrive
-// (doubling from 512), so a peer that announces a large record but sends
-// little holds little memory.
+// fill reads from c until buf holds at least n bytes (it may read more:
+// what follows stays in the buffer for crypto/tls). It grows buf as bytes
+// arrive, doubling from 512, so a peer that announces a large record but
+// sends little holds little memory; a typical ClientHello takes one read.
 func fill(c net.Conn, buf []byte, n int) ([]byte, error) {
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), min(n, max(2*cap(buf), 512)))
+			nb := make([]byte, len(buf), min(max(2*cap(buf), 512), max(n, 512)))
 			copy(nb, buf)
 			buf = nb
 		}
-		m, err := c.Read(buf[len(buf):min(n, cap(buf))])
+		m, err := c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if err != nil && len(buf) < n {
 			return buf, err
