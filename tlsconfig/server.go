@@ -120,7 +120,8 @@ func (t *trackedConn) Close() error {
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	// HandshakeTimeout bounds each TLS handshake; default 10s.
+	// HandshakeTimeout bounds the wait for a connection's first TLS
+	// record (its ClientHello), then each TLS handshake; default 10s.
 	HandshakeTimeout time.Duration
 	// Observe is called once per handshake, after it ends. err is nil for
 	// an admitted connection, a *RejectError when a Require policy refused
@@ -141,8 +142,10 @@ type ServerOptions struct {
 	// Such connections are closed after the handshake, never served.
 	ACMETLS *tls.Config
 	// MaxHandshakes bounds handshakes in progress (0: no bound). A
-	// connection that finds no free slot within half of HandshakeTimeout
-	// is closed, so queueing and handshake together stay bounded.
+	// connection competes for a slot only once its ClientHello record has
+	// arrived, so idle connections hold none. One that finds no free slot
+	// within half of HandshakeTimeout is closed, so queueing and handshake
+	// together stay bounded.
 	MaxHandshakes int
 	// ProxyProtocol, if set, requires a PROXY protocol header from the
 	// peers it trusts. Without it, and from any other peer, a PROXY header
