@@ -112,6 +112,13 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // plaintext record carries at most 2^14 bytes.
 const maxHelloRecord = 1 << 14
 
+// exactHello: a ClientHello record up to this size gets a buffer of its
+// size at once (one with a post-quantum key share and a resumption ticket,
+// which carries the client's certificate, is 2 to 3 KB); a larger one grows
+// as its bytes arrive. So a connection that announces a record and stalls
+// holds at most this much until handshake_timeout.
+const exactHello = 4096
+
 // plainHTTPAnswer is what plain HTTP on the TLS port gets, as nginx does.
 const plainHTTPBody = "400 bad request: this port speaks HTTPS; the request was sent as plain HTTP (use https://)\n"
 
@@ -174,6 +181,9 @@ func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 			return refuse(RefusedNoHello, err)
 		}
 		n := min(int(buf[3])<<8|int(buf[4]), maxHelloRecord)
+		if want := 5 + n; cap(buf) < want && want <= exactHello {
+			buf = append(make([]byte, 0, want), buf...)
+		}
 		if buf, err = fill(raw, buf, 5+n); err != nil {
 			return refuse(RefusedNoHello, err)
 		}
