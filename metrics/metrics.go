@@ -66,7 +66,7 @@ func New() *Metrics {
 		}, []string{"host", "code_class"}),
 		handshakeErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "aopguard_tls_handshake_errors_total",
-			Help: "TLS handshakes that failed for reasons other than a refused client certificate (timeouts, protocol errors, scanners).",
+			Help: "TLS handshakes that failed for reasons other than a refused client certificate (timeouts, protocol errors); connections closed before a handshake began are in aopguard_connections_refused_total.",
 		}),
 	}
 	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
