@@ -91,19 +91,20 @@ type RefusedError struct {
 	Err error
 }
 
+var refusedText = map[string]string{
+	RefusedProxyUntrusted: "PROXY protocol header from a peer not in proxy_protocol.trusted",
+	RefusedProxyMissing:   "no PROXY protocol header from a trusted peer",
+	RefusedProxyInvalid:   "malformed PROXY protocol header",
+	RefusedPlainHTTP:      "plain HTTP sent to the TLS port",
+	RefusedNotTLS:         "not TLS",
+	RefusedNoHello:        "no ClientHello",
+}
+
 func (e *RefusedError) Error() string {
-	msg := map[string]string{
-		RefusedProxyUntrusted: "PROXY protocol header from a peer not in proxy_protocol.trusted",
-		RefusedProxyMissing:   "no PROXY protocol header from a trusted peer",
-		RefusedProxyInvalid:   "malformed PROXY protocol header",
-		RefusedPlainHTTP:      "plain HTTP sent to the TLS port",
-		RefusedNotTLS:         "not TLS",
-		RefusedNoHello:        "no ClientHello",
-	}[e.Reason]
 	if e.Err != nil {
-		return fmt.Sprintf("aopguard: %s: %v", msg, e.Err)
+		return fmt.Sprintf("aopguard: %s: %v", refusedText[e.Reason], e.Err)
 	}
-	return "aopguard: " + msg
+	return "aopguard: " + refusedText[e.Reason]
 }
 
 func (e *RefusedError) Unwrap() error { return e.Err }
