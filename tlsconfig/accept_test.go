@@ -236,6 +236,18 @@ func TestRefusalLog(t *testing.T) {
 	}
 }
 
+func TestRefusedErrorText(t *testing.T) {
+	for _, r := range RefusedReasons {
+		if _, ok := refusedText[r]; !ok {
+			t.Errorf("reason %s has no text", r)
+		}
+	}
+	e := &RefusedError{Reason: RefusedNoHello, Err: context.DeadlineExceeded}
+	if e.Error() != "aopguard: no ClientHello: context deadline exceeded" || !errors.Is(e, context.DeadlineExceeded) {
+		t.Errorf("%q", e)
+	}
+}
+
 // TestPlainHTTPToTLSPort: plain HTTP gets a 400 over plain HTTP saying the
 // port speaks HTTPS, like nginx; other non-TLS bytes are closed.
 func TestPlainHTTPToTLSPort(t *testing.T) {
