@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -95,7 +96,26 @@ type Config struct {
 
 	// ACME, when set, obtains and renews server certificates for Names.
 	ACME *ACME
+
+	// ProxyProtocol, when set, requires a PROXY protocol header from its
+	// trusted peers (load balancers) and takes the client's address from it.
+	ProxyProtocol *ProxyProtocol
+	// SessionTicketKeys is a file of shared session ticket keys ("": keys
+	// of the process's own, rotated daily).
+	SessionTicketKeys string
 }
+
+// ProxyProtocol configures PROXY protocol v1/v2 on the listener.
+type ProxyProtocol struct {
+	// Trusted are the peers that must send a header; a header from any
+	// other peer is refused.
+	Trusted []netip.Prefix
+	// Timeout bounds the wait for the header.
+	Timeout time.Duration
+}
+
+// DefaultProxyTimeout is proxy_protocol.timeout when not given.
+const DefaultProxyTimeout = 5 * time.Second
 
 // ACME configures certificates obtained from an ACME CA through certmagic.
 type ACME struct {
@@ -278,6 +298,7 @@ func (c *Config) resolve(dir string) {
 	}
 	c.CloudflareIPs = abs(c.CloudflareIPs)
 	c.CRL = abs(c.CRL)
+	c.SessionTicketKeys = abs(c.SessionTicketKeys)
 	if c.ACME != nil {
 		c.ACME.CARoot = abs(c.ACME.CARoot)
 		c.ACME.Storage = abs(c.ACME.Storage)
@@ -401,6 +422,14 @@ func (c *Config) Validate() error {
 		}
 		if a.CheckInterval < time.Second {
 			return bad("acme.check_interval", "must be at least 1s")
+		}
+	}
+	if pp := c.ProxyProtocol; pp != nil {
+		if len(pp.Trusted) == 0 {
+			return bad("proxy_protocol.trusted", "list the load balancers' addresses or CIDR ranges that send PROXY headers")
+		}
+		if pp.Timeout <= 0 || pp.Timeout > time.Minute {
+			return bad("proxy_protocol.timeout", "must be a duration between 1ms and 1m, such as 5s")
 		}
 	}
 	if c.MaxConnections < 1 {

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,6 +39,36 @@ func TestParseErrors(t *testing.T) {
 			name: "unknown top-level key",
 			in:   up + "bogus: 1\n",
 			key:  "bogus", line: 2, msg: "unknown key",
+		},
+		{
+			name: "proxy_protocol without trusted peers",
+			in:   up + "proxy_protocol:\n  timeout: 5s\n",
+			key:  "proxy_protocol.trusted", anyLine: true, msg: "list the load balancers",
+		},
+		{
+			name: "proxy_protocol trusted not a range",
+			in:   up + "proxy_protocol:\n  trusted: [10.0.0.0/8, balancer.internal]\n",
+			key:  "proxy_protocol.trusted[1]", line: 3, msg: `"balancer.internal" is not an IP address or CIDR range`,
+		},
+		{
+			name: "proxy_protocol trusted with host bits",
+			in:   up + "proxy_protocol:\n  trusted:\n    - 10.1.2.3/8\n",
+			key:  "proxy_protocol.trusted[0]", line: 4, msg: "did you mean 10.0.0.0/8?",
+		},
+		{
+			name: "proxy_protocol timeout too long",
+			in:   up + "proxy_protocol:\n  trusted: [10.0.0.0/8]\n  timeout: 5m\n",
+			key:  "proxy_protocol.timeout", line: 4, msg: "between 1ms and 1m",
+		},
+		{
+			name: "proxy_protocol unknown key",
+			in:   up + "proxy_protocol:\n  trust: [10.0.0.0/8]\n",
+			key:  "proxy_protocol.trust", line: 3, msg: "unknown key",
+		},
+		{
+			name: "session_ticket_keys not a string",
+			in:   up + "session_ticket_keys: [a, b]\n",
+			key:  "session_ticket_keys", line: 2, msg: "want a string",
 		},
 		{
 			name: "refresh URL not http",
@@ -433,6 +464,10 @@ cloudflare_ips_refresh:
   urls: [https://www.cloudflare.com/ips-v4, https://www.cloudflare.com/ips-v6]
   interval: 12h
 ready_min_requests: 20
+proxy_protocol:
+  trusted: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
+  timeout: 2s
+session_ticket_keys: secrets/tickets.keys
 `
 
 func TestParseFull(t *testing.T) {
@@ -481,6 +516,10 @@ func TestParseFull(t *testing.T) {
 			Interval: 12 * time.Hour,
 		},
 		ReadyMinRequests: 20,
+		ProxyProtocol: &config.ProxyProtocol{Trusted: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
+		}, Timeout: 2 * time.Second},
+		SessionTicketKeys: inDir("secrets", "tickets.keys"),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full) =\n%+v\nwant\n%+v", got, want)

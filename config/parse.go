@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -177,7 +178,30 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 				"check_interval": p.duration(&a.CheckInterval),
 			})
 		},
-		"ready_min_requests": p.integer(&c.ReadyMinRequests),
+		"ready_min_requests":  p.integer(&c.ReadyMinRequests),
+		"session_ticket_keys": p.str(&c.SessionTicketKeys),
+		"proxy_protocol": func(key string, v *yaml.Node) {
+			pp := &ProxyProtocol{Timeout: DefaultProxyTimeout}
+			c.ProxyProtocol = pp
+			p.fields(key, v, map[string]func(string, *yaml.Node){
+				"trusted": func(key string, v *yaml.Node) {
+					p.list(key, v, func(key string, item *yaml.Node) {
+						var s string
+						p.str(&s)(key, item)
+						if p.err != nil {
+							return
+						}
+						pfx, err := parsePrefix(s)
+						if err != nil {
+							p.fail(key, item, "%v", err)
+							return
+						}
+						pp.Trusted = append(pp.Trusted, pfx)
+					})
+				},
+				"timeout": p.duration(&pp.Timeout),
+			})
+		},
 		"cloudflare_ips_refresh": func(key string, v *yaml.Node) {
 			c.CloudflareIPsRefresh.Interval = DefaultRefreshInterval
 			p.fields(key, v, map[string]func(string, *yaml.Node){
@@ -217,6 +241,26 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 			})
 		},
 	})
+}
+
+// parsePrefix reads a CIDR range, or a single address as a range of one.
+// A range with host bits set is refused: it was most likely mistyped.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: an address with a zone is not a peer address", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+	}
+	if pfx != pfx.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%q has bits set beyond its /%d: did you mean %s?", s, pfx.Bits(), pfx.Masked())
+	}
+	return pfx, nil
 }
 
 func kindName(n *yaml.Node) string {

@@ -33,6 +33,7 @@ type Metrics struct {
 	upDuration    *prometheus.HistogramVec
 	upErrors      *prometheus.CounterVec
 	health        *prometheus.CounterVec
+	refused       *prometheus.CounterVec
 	collectors    []prometheus.Collector
 }
 
@@ -66,7 +67,7 @@ func New() *Metrics {
 		}, []string{"host", "code_class"}),
 		handshakeErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "aopguard_tls_handshake_errors_total",
-			Help: "TLS handshakes that failed for reasons other than a refused client certificate (timeouts, protocol errors, scanners).",
+			Help: "TLS handshakes that failed for reasons other than a refused client certificate (timeouts, protocol errors); connections closed before a handshake began are in aopguard_connections_refused_total.",
 		}),
 	}
 	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -95,8 +96,12 @@ func New() *Metrics {
 		Name: "aopguard_health_checks_total",
 		Help: "Requests from Cloudflare's load-balancer health checks (User-Agent Cloudflare-Traffic-Manager), counted apart from visitor traffic.",
 	}, []string{"host", "result"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_connections_refused_total",
+		Help: "Connections closed before their TLS handshake, by reason (PROXY protocol header refused, missing or invalid; plain HTTP; not TLS; no ClientHello in time).",
+	}, []string{"reason"})
 	m.collectors = []prometheus.Collector{m.verifications, m.expiry, m.reloads, m.lastReload, m.requests, m.handshakeErrs,
-		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health}
+		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health, m.refused}
 	m.Registry.MustRegister(m.collectors...)
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -124,6 +129,18 @@ func (m *Metrics) Names() []string {
 	}
 	return out
 }
+
+// ResolveRefused creates the refused-connection series for each reason, so
+// they read 0 before the first refusal.
+func (m *Metrics) ResolveRefused(reasons []string) {
+	for _, r := range reasons {
+		m.refused.WithLabelValues(r)
+	}
+}
+
+// Refused counts a connection closed before its TLS handshake; reason is
+// one of a fixed set (tlsconfig.RefusedReasons).
+func (m *Metrics) Refused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // Handshake counts one TLS handshake. version is "1.2", "1.3" or
 // "unknown"; result is ok, refused or error.

@@ -27,6 +27,7 @@ func TestNames(t *testing.T) {
 		"aopguard_health_checks_total",
 		"aopguard_config_reloads_total",
 		"aopguard_config_last_reload_success_timestamp_seconds",
+		"aopguard_connections_refused_total",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("Names() lacks %s: %v", want, names)

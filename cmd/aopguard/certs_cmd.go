@@ -24,6 +24,7 @@ AOP, or zone-level AOP with a customer certificate):
   client   issue a client certificate from it: the one uploaded to Cloudflare
   payload  print the JSON body for Cloudflare's upload (or hostname) API call
   inspect  describe certificates, and which aopguard policies accept them
+  ticket-keys  make or rotate a file of session ticket keys shared by replicas
 
 The workflow:
 
@@ -65,6 +66,8 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		err = certsPayload(args[1:], stdout, stderr)
 	case "inspect":
 		err = certsInspect(args[1:], stdout, stderr)
+	case "ticket-keys":
+		err = certsTicketKeys(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, certsUsage)
 		return exitOK

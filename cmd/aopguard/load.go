@@ -68,9 +68,19 @@ func (a *app) apply(cfg *config.Config) error {
 		expiries = append(expiries, metrics.Expiry{Role: "server", Cert: p.Leaf})
 	}
 
+	tickets := a.tickets
+	if cfg.SessionTicketKeys != "" {
+		keys, err := tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
+		if err == nil {
+			tickets, err = tlsconfig.SharedTicketKeys(keys)
+		}
+		if err != nil {
+			return bad("session_ticket_keys", err)
+		}
+	}
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
 		GetCertificate: a.servers.getCertificate,
-		Tickets:        a.tickets,
+		Tickets:        tickets,
 		StrictHosts:    cfg.StrictHosts,
 		RefuseNoSNI:    !cfg.AllowNoSNI,
 		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {

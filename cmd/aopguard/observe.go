@@ -46,7 +46,21 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	}
 	var rej *tlsconfig.RejectError
 	var unknown *tlsconfig.UnknownHostError
+	var refused *tlsconfig.RefusedError
 	switch {
+	case errors.As(err, &refused):
+		a.metrics.Refused(refused.Reason)
+		if refused.Log {
+			lvl := zerolog.DebugLevel
+			switch refused.Reason {
+			case tlsconfig.RefusedProxyUntrusted, tlsconfig.RefusedProxyMissing, tlsconfig.RefusedProxyInvalid:
+				lvl = zerolog.WarnLevel
+			case tlsconfig.RefusedPlainHTTP:
+				lvl = zerolog.InfoLevel
+			}
+			a.log.WithLevel(lvl).Str("peer", refused.Peer.String()).Str("reason", refused.Reason).Err(refused.Err).
+				Msg("connection refused before TLS (logged once a minute per peer and reason)")
+		}
 	case err == nil:
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "ok")
 		a.observeAlgorithms(info.Policy, info, info.Verdict)

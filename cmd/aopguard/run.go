@@ -135,6 +135,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		return &exitError{exitConfig, err}
 	}
 	m := metrics.New()
+	m.ResolveRefused(tlsconfig.RefusedReasons)
 	a, err := newApp(logger, m, cfg.ACME, cfg.Listen)
 	if err != nil {
 		var ce *config.Error
@@ -171,6 +172,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		MaxConnections:   cfg.MaxConnections,
 		MaxHandshakes:    cfg.MaxHandshakes,
 		ACMETLS:          a.servers.acmeTLS(),
+		ProxyProtocol:    proxyProtocol(cfg.ProxyProtocol),
 	})
 	srv := proxy.NewServer(proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}), proxy.ServerOptions{
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -239,6 +241,14 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 			return nil
 		}
 	}
+}
+
+// proxyProtocol converts the proxy_protocol settings (nil: off).
+func proxyProtocol(c *config.ProxyProtocol) *tlsconfig.ProxyProtocol {
+	if c == nil {
+		return nil
+	}
+	return &tlsconfig.ProxyProtocol{Trusted: c.Trusted, Timeout: c.Timeout}
 }
 
 // ticketRotation is how often session ticket master keys rotate.
@@ -334,8 +344,9 @@ func (a *app) reload(f *flags, why string) {
 		old := a.config()
 		if cfg.Listen != old.Listen || cfg.Admin != old.Admin || cfg.MaxConnections != old.MaxConnections || !reflect.DeepEqual(cfg.ACME, old.ACME) ||
 			cfg.MaxHandshakes != old.MaxHandshakes || cfg.HandshakeTimeout != old.HandshakeTimeout ||
-			cfg.ReadHeaderTimeout != old.ReadHeaderTimeout || cfg.IdleTimeout != old.IdleTimeout || cfg.MaxHeaderBytes != old.MaxHeaderBytes {
-			a.log.Warn().Msg("listen, admin, acme, limits and timeouts change only on restart; keeping the current ones")
+			cfg.ReadHeaderTimeout != old.ReadHeaderTimeout || cfg.IdleTimeout != old.IdleTimeout || cfg.MaxHeaderBytes != old.MaxHeaderBytes ||
+			!reflect.DeepEqual(cfg.ProxyProtocol, old.ProxyProtocol) {
+			a.log.Warn().Msg("listen, admin, acme, proxy_protocol, limits and timeouts change only on restart; keeping the current ones")
 		}
 		err = a.apply(cfg)
 	}
