@@ -133,12 +133,15 @@ func (t *Tracker) Record(e Event) {
 	}
 }
 
+// noteFailing counts a failure per address, source and reason: one address
+// that failed for two reasons is two entries, so each entry's count agrees
+// with the breakdown by reason.
 func (ps *policyStats) noteFailing(e Event, now time.Time) {
 	addr := e.Remote.String()
 	for i, f := range ps.failing {
-		if f.Address == addr {
+		if f.Address == addr && f.Source == e.Source && f.Reason == e.Reason {
 			f.Count++
-			f.LastSeen, f.Reason, f.Source = now, e.Reason, e.Source
+			f.LastSeen = now
 			copy(ps.failing[1:i+1], ps.failing[:i])
 			ps.failing[0] = f
 			return
@@ -194,11 +197,14 @@ type PolicyReport struct {
 
 // Report is the whole /status document.
 type Report struct {
-	Generated     time.Time      `json:"generated"`
-	Window        string         `json:"window"`
-	MinRequests   uint64         `json:"min_requests"`
-	CloudflareIPs string         `json:"cloudflare_ips"`
-	Policies      []PolicyReport `json:"policies"`
+	Generated     time.Time `json:"generated"`
+	Window        string    `json:"window"`
+	MinRequests   uint64    `json:"min_requests"`
+	CloudflareIPs string    `json:"cloudflare_ips"`
+	// Replicas is how many aopguard instances a fleet report (aopguard
+	// status --prometheus) sums; 0 in one instance's own report.
+	Replicas int            `json:"replicas,omitempty"`
+	Policies []PolicyReport `json:"policies"`
 }
 
 // Report builds the report for the given (currently configured) policies.
@@ -227,7 +233,7 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 		} else {
 			pr.SinceStart, pr.LastHour = counts(nil, 0), counts(nil, 0)
 		}
-		pr.Verdict, pr.Why = t.verdict(p.Mode, pr.LastHour)
+		pr.Verdict, pr.Why = Judge(p.Mode, pr.LastHour, t.minRequests)
 		r.Policies = append(r.Policies, pr)
 	}
 	return r
@@ -261,7 +267,12 @@ var causes = map[string]string{
 	"not_allowed":       "the certificate Cloudflare sends does not match this policy's allow rules",
 }
 
-func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
+// Judge turns a policy's mode and its counts over the window into a verdict
+// and the reason for it. It is the one place the rule lives: a Tracker's
+// Report applies it to one instance's counts, "aopguard status
+// --prometheus" to the counts of a whole fleet summed in Prometheus.
+// minRequests is how many Cloudflare requests a ready verdict needs.
+func Judge(mode string, hour Counts, minRequests uint64) (verdict, why string) {
 	switch mode {
 	case "require":
 		return Enforced, "certificates are already required"
@@ -299,8 +310,8 @@ func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
 		return NotReady, fmt.Sprintf("%d requests from Cloudflare without a valid certificate in the last hour (%s): %s",
 			cfBad, strings.Join(parts, ", "), cause)
 	}
-	if cf < t.minRequests {
-		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, t.minRequests)
+	if cf < minRequests {
+		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, minRequests)
 	}
 	return ReadyToEnforce, fmt.Sprintf("all %d requests from Cloudflare in the last hour presented a valid certificate", cf)
 }
