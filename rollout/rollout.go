@@ -58,7 +58,9 @@ type bucket struct {
 	health uint64
 }
 
-type failing struct {
+// FailingSource is one address whose requests or handshakes failed for
+// one reason, with how often and when last.
+type FailingSource struct {
 	Address  string    `json:"address"`
 	Source   string    `json:"source"`
 	Reason   string    `json:"reason"`
@@ -70,7 +72,7 @@ type policyStats struct {
 	total   map[key]uint64
 	health  uint64
 	minutes [60]bucket
-	failing []failing // most recent first
+	failing []FailingSource // most recent first
 }
 
 // Tracker accumulates Events. It is safe for concurrent use; policies are
@@ -147,8 +149,8 @@ func (ps *policyStats) noteFailing(e Event, now time.Time) {
 			return
 		}
 	}
-	f := failing{Address: addr, Source: e.Source, Reason: e.Reason, Count: 1, LastSeen: now}
-	ps.failing = append([]failing{f}, ps.failing...)
+	f := FailingSource{Address: addr, Source: e.Source, Reason: e.Reason, Count: 1, LastSeen: now}
+	ps.failing = append([]FailingSource{f}, ps.failing...)
 	if len(ps.failing) > maxFailingSources {
 		ps.failing = ps.failing[:maxFailingSources]
 	}
@@ -185,14 +187,14 @@ type CAInfo struct {
 
 // PolicyReport is the report for one policy.
 type PolicyReport struct {
-	Name           string    `json:"name"`
-	Mode           string    `json:"mode"`
-	CAs            []CAInfo  `json:"cas"`
-	SinceStart     Counts    `json:"since_start"`
-	LastHour       Counts    `json:"last_hour"`
-	FailingSources []failing `json:"failing_sources"`
-	Verdict        string    `json:"verdict"`
-	Why            string    `json:"why"`
+	Name           string          `json:"name"`
+	Mode           string          `json:"mode"`
+	CAs            []CAInfo        `json:"cas"`
+	SinceStart     Counts          `json:"since_start"`
+	LastHour       Counts          `json:"last_hour"`
+	FailingSources []FailingSource `json:"failing_sources"`
+	Verdict        string          `json:"verdict"`
+	Why            string          `json:"why"`
 }
 
 // Report is the whole /status document.
@@ -215,7 +217,7 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 	defer t.mu.Unlock()
 	r := Report{Generated: now.UTC(), Window: Window.String(), MinRequests: t.minRequests, CloudflareIPs: cloudflareIPs}
 	for _, p := range policies {
-		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []failing{}}
+		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []FailingSource{}}
 		if ps := t.policies[p.Name]; ps != nil {
 			pr.SinceStart = counts(ps.total, ps.health)
 			hour := map[key]uint64{}

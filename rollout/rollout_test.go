@@ -110,7 +110,7 @@ func TestFailingSourcesBoundedAndRecentFirst(t *testing.T) {
 	if f[1].Address != "198.51.100.29" {
 		t.Fatalf("second: %+v", f[1])
 	}
-	var missing *failing
+	var missing *FailingSource
 	for i := range f {
 		if f[i].Address == "198.51.100.15" && f[i].Reason == "missing" {
 			missing = &f[i]

@@ -200,6 +200,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	if err := a.servers.manage(ctx); err != nil {
 		return fmt.Errorf("acme: %w", err)
 	}
+	a.phase.Store(phaseServing)
 	logger.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("version", versionString()).Msg("aopguard serving")
 
@@ -227,6 +228,9 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 				return fmt.Errorf("serving: %w", err)
 			}
 		case <-ctx.Done():
+			// /readyz fails from now on, so balancers stop sending while
+			// in-flight requests finish; /healthz keeps answering.
+			a.phase.Store(phaseDraining)
 			logger.Info().Dur("drain_timeout", cfg.ShutdownTimeout).Msg("shutting down: draining in-flight requests")
 			dctx, cancel := context.WithTimeout(context.Background(), a.config().ShutdownTimeout)
 			defer cancel()
@@ -272,6 +276,8 @@ type app struct {
 	routes    atomic.Pointer[proxy.Routes]
 	ips       atomic.Pointer[cfips.List]
 	loaded    atomic.Pointer[[]metrics.Expiry] // certificates of the running configuration
+	evidence  atomic.Pointer[evidenceCounters] // exported rollout evidence of the running policies
+	phase     atomic.Int32                     // phaseStarting, phaseServing or phaseDraining, for /readyz
 	policyIDs map[string]string                // policy name -> mode and CA fingerprints, to reset stale evidence
 	refreshed *cfips.List                      // last good download of the ranges, if any
 	lastHash  [32]byte                         // content of the watched files at the last load attempt
@@ -362,7 +368,40 @@ func (a *app) adminHandler(withPprof bool) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", a.serveReadyz)
 	return mux
+}
+
+// Phases of the process, for /readyz.
+const (
+	phaseStarting = iota // configuration loaded, listeners not serving yet
+	phaseServing
+	phaseDraining // SIGTERM: finishing in-flight requests
+)
+
+// serveReadyz is GET /readyz: 200 once the configuration is loaded, the
+// listeners serve and every ACME-managed name has a certificate; 503
+// before that and from the start of a drain. /healthz is liveness only.
+func (a *app) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	why := ""
+	switch a.phase.Load() {
+	case phaseStarting:
+		why = "starting: listeners not serving yet"
+	case phaseDraining:
+		why = "draining: shutting down, finishing in-flight requests"
+	default:
+		if m := a.servers.missing(); len(m) > 0 {
+			why = "waiting for ACME certificates: " + strings.Join(m, ", ")
+		}
+	}
+	if why != "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, why+"\n")
+		return
+	}
+	io.WriteString(w, "ready\n")
 }
 
 // meters adapts metrics.Metrics to proxy.Meters.
