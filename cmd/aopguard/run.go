@@ -369,6 +369,7 @@ func (a *app) adminHandler(withPprof bool) http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", a.serveReadyz)
+	mux.HandleFunc("GET /{$}", a.servePage)
 	return mux
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,27 @@ func (a *app) serveStatus(w http.ResponseWriter, r *http.Request) {
 // Kubernetes example keep the configuration; "aopguard status" reads the
 // admin address from it when no --config or --admin is given.
 var defaultConfigFile = "/etc/aopguard/aopguard.yaml"
+
+// pageRefresh is how often the rollout page reloads itself.
+const pageRefresh = 5 * time.Second
+
+// servePage is GET / on the admin listener: the report as one HTML page
+// for a person, reloading itself. It loads nothing else and runs no
+// script, which its Content-Security-Policy states.
+func (a *app) servePage(w http.ResponseWriter, r *http.Request) {
+	var b bytes.Buffer
+	if err := rollout.WritePage(&b, a.report(), pageRefresh); err != nil {
+		a.log.Error().Err(err).Msg("rendering the rollout page failed")
+		http.Error(w, "rendering the rollout page failed", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.Write(b.Bytes())
+}
 
 // statusCommand is "aopguard status": the report as a table, from one
 // aopguard's admin listener or, with --prometheus, for the whole fleet. It
