@@ -26,7 +26,8 @@ func adminGet(t *testing.T, admin, path string) (int, string) {
 }
 
 // TestReadyz: /readyz says ready while serving and 503 from the start of a
-// drain, while an in-flight request still finishes; /healthz stays 200.
+// drain, while an in-flight request still finishes; /healthz stays 200;
+// systemd is told the same over NOTIFY_SOCKET.
 func TestReadyz(t *testing.T) {
 	// Before the listeners serve, /readyz refuses.
 	starting := &app{}
@@ -36,6 +37,24 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("starting: %d %q, want 503 starting", rec.Code, rec.Body.String())
 	}
 
+	// systemd (Type=notify) hears the same: READY=1, then STOPPING=1.
+	sock := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	heard := func(want string) {
+		t.Helper()
+		notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 256)
+		n, err := notify.Read(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Errorf("systemd notification %q %v, want %q", buf[:n], err, want)
+		}
+	}
+
 	p := newPKI(t)
 	up := newUpstream(t)
 	up.hold = make(chan struct{})
@@ -43,6 +62,7 @@ func TestReadyz(t *testing.T) {
 	if code, body := adminGet(t, g.admin, "/readyz"); code != 200 || body != "ready\n" {
 		t.Fatalf("serving: /readyz %d %q, want 200 ready", code, body)
 	}
+	heard("READY=1")
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := get(t, g.listen, p.clientTLS("localhost", nil), "localhost", "/slow")
@@ -57,6 +77,7 @@ func TestReadyz(t *testing.T) {
 	}
 	g.signal(syscall.SIGTERM)
 	g.waitLog("shutting down: draining in-flight requests", 1)
+	heard("STOPPING=1")
 	for _, c := range []struct {
 		path, body string
 		code       int

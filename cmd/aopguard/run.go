@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/cfips"
@@ -201,6 +202,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		return fmt.Errorf("acme: %w", err)
 	}
 	a.phase.Store(phaseServing)
+	notifySystemd(logger, daemon.SdNotifyReady)
 	logger.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("version", versionString()).Msg("aopguard serving")
 
@@ -231,6 +233,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 			// /readyz fails from now on, so balancers stop sending while
 			// in-flight requests finish; /healthz keeps answering.
 			a.phase.Store(phaseDraining)
+			notifySystemd(logger, daemon.SdNotifyStopping)
 			logger.Info().Dur("drain_timeout", cfg.ShutdownTimeout).Msg("shutting down: draining in-flight requests")
 			dctx, cancel := context.WithTimeout(context.Background(), a.config().ShutdownTimeout)
 			defer cancel()
@@ -242,6 +245,15 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 			logger.Info().Msg("stopped")
 			return nil
 		}
+	}
+}
+
+// notifySystemd tells systemd (Type=notify) what /readyz says: ready once
+// serving, stopping at the start of a drain. Without NOTIFY_SOCKET in the
+// environment it does nothing.
+func notifySystemd(log zerolog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn().Err(err).Str("state", state).Msg("notifying systemd failed")
 	}
 }
 
