@@ -132,7 +132,7 @@ func TestStatusFindsTheAdminAddress(t *testing.T) {
 		{"--admin wins over the config", deadCfg, []string{"--admin", g.admin}, exitFail, []string{"_zone"}},
 		{"nothing answers at the config's address", "", []string{"--config", deadCfg}, exitFail,
 			[]string{"no aopguard answers at " + dead, "from the admin key of " + deadCfg, "--config FILE", "--admin ADDR", "--prometheus URL"}},
-		{"nothing answers at the default", filepath.Join(dir, "absent.yaml"), []string{"--admin", dead}, exitFail, []string{"from --admin"}},
+		{"nothing answers at --admin", filepath.Join(dir, "absent.yaml"), []string{"--admin", dead}, exitFail, []string{"from --admin"}},
 		{"bad config file", "", []string{"--config", badCfg}, exitConfig, []string{badCfg, "give --config FILE or --admin ADDR"}},
 		{"missing config file", "", []string{"--config", filepath.Join(dir, "nope.yaml")}, exitConfig, []string{"nope.yaml", "--admin ADDR"}},
 		{"--prometheus with --admin", "", []string{"--prometheus", "http://127.0.0.1:1", "--admin", g.admin}, exitConfig, []string{"one or the other"}},
