@@ -37,7 +37,7 @@ const (
 
 // ErrNoFleet means Prometheus holds no aopguard policies: it does not
 // scrape aopguard, or the recording rules are not loaded.
-var ErrNoFleet = errors.New("Prometheus has no " + QueryPolicies + " series: does it scrape aopguard's admin /metrics, and does it load the recording rules of deploy/prometheus/rules.yml?")
+var ErrNoFleet = errors.New("no " + QueryPolicies + " series in Prometheus: does it scrape aopguard's admin /metrics, and does it load the recording rules of deploy/prometheus/rules.yml?")
 
 // CloudflareIPs is what a fleet report says about Cloudflare's ranges:
 // each replica classifies its own traffic.
