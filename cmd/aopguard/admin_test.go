@@ -98,6 +98,31 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
+// TestReadyzWaitsForACME: serving, but without the certificate of an
+// ACME-managed name (the CA cannot be reached), aopguard is not ready.
+func TestReadyzWaitsForACME(t *testing.T) {
+	p := newPKI(t)
+	up := newUpstream(t)
+	dead := freeAddr(t)
+	writeConfig(t, p.dir, `
+upstream: `+up.URL+`
+mode: log-only
+acme:
+  email: ops@example.com
+  ca: https://`+dead+`/dir
+  names: [app.example.com]
+  challenge: tls-alpn-01
+  storage: acme-storage
+`)
+	g := start(t, "--config", p.path("aopguard.yaml"))
+	if code, body := adminGet(t, g.admin, "/readyz"); code != http.StatusServiceUnavailable || body != "waiting for ACME certificates: app.example.com\n" {
+		t.Errorf("/readyz %d %q, want 503 waiting for app.example.com", code, body)
+	}
+	if code, _ := adminGet(t, g.admin, "/healthz"); code != 200 {
+		t.Errorf("/healthz %d, want 200", code)
+	}
+}
+
 // TestStatusFindsTheAdminAddress: "aopguard status" asks the admin
 // listener named by --admin, by the admin key of --config or of the
 // default configuration file; when nothing answers, or the file is bad,
