@@ -160,6 +160,8 @@ func TestStatusFindsTheAdminAddress(t *testing.T) {
 		{"nothing answers at --admin", filepath.Join(dir, "absent.yaml"), []string{"--admin", dead}, exitFail, []string{"from --admin"}},
 		{"bad config file", "", []string{"--config", badCfg}, exitConfig, []string{badCfg, "give --config FILE or --admin ADDR"}},
 		{"missing config file", "", []string{"--config", filepath.Join(dir, "nope.yaml")}, exitConfig, []string{"nope.yaml", "--admin ADDR"}},
+		{"--prometheus without a scheme", "", []string{"--prometheus", "prometheus:9090"}, exitConfig, []string{"want the http:// or https:// URL"}},
+		{"--prometheus where nothing answers", "", []string{"--prometheus", "http://" + dead}, exitFail, []string{"asking Prometheus at http://" + dead}},
 		{"--prometheus with --admin", "", []string{"--prometheus", "http://127.0.0.1:1", "--admin", g.admin}, exitConfig, []string{"one or the other"}},
 	}
 	saved := defaultConfigFile

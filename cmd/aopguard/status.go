@@ -102,6 +102,10 @@ func statusCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "aopguard status: --prometheus asks Prometheus about the fleet; --admin and --config ask one aopguard: give one or the other")
 			return exitConfig
 		}
+		if u, err := url.Parse(*promURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			fmt.Fprintf(stderr, "aopguard status: --prometheus %q: want the http:// or https:// URL of Prometheus\n", *promURL)
+			return exitConfig
+		}
 		var err error
 		if rep, err = fleetReport(*promURL, *verbose, stderr); err != nil {
 			fmt.Fprintf(stderr, "aopguard status: %v\n", err)
@@ -198,10 +202,6 @@ func fetchStatus(addr string) (rollout.Report, []byte, error) {
 
 // fleetReport asks Prometheus for the fleet's report.
 func fleetReport(promURL string, verbose bool, stderr io.Writer) (rollout.Report, error) {
-	u, err := url.Parse(promURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return rollout.Report{}, fmt.Errorf("--prometheus %q: want the http:// or https:// URL of Prometheus", promURL)
-	}
 	client, err := promapi.NewClient(promapi.Config{Address: promURL, Client: &http.Client{Timeout: 30 * time.Second}})
 	if err != nil {
 		return rollout.Report{}, fmt.Errorf("--prometheus %q: %w", promURL, err)
