@@ -213,6 +213,7 @@ hosts:
 
 	// The table says it is a fleet, and where the failing sources are.
 	code, text := runCmd(t, exec.Command(binary, "status", "--prometheus", promURL))
+	t.Logf("aopguard status --prometheus:\n%s", text)
 	if code != 1 || !strings.Contains(text, "2 replicas summed by Prometheus") || !strings.Contains(text, "see each replica's /status") {
 		t.Errorf("status --prometheus: exit %d:\n%s", code, text)
 	}
