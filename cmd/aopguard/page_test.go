@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/net/html"
 
+	"github.com/aopguard/aopguard/internal/testpki"
 	"github.com/aopguard/aopguard/rollout"
 )
 
@@ -86,6 +87,9 @@ func TestRolloutPageInChromium(t *testing.T) {
 	p := newPKI(t)
 	up := newUpstream(t)
 	p.write(t, "cf-ips.txt", []byte(cloudflareAddr+"/32\n"))
+	// other.example.com is mid-rotation: its old CA expires in 20 days.
+	oldCA := testpki.New(t, nil, testpki.Options{CN: "other AOP CA (old)", IsCA: true, NotAfter: time.Now().Add(20*24*time.Hour + time.Hour)})
+	p.write(t, "other-ca.pem", testpki.Bundle(oldCA, testpki.CA(t, "other AOP CA (new)")))
 	writeConfig(t, p.dir, `
 upstream: `+up.URL+`
 mode: log-only
@@ -100,6 +104,7 @@ hosts:
     ca: host-ca.pem
   - name: other.example.com
     mode: require
+    ca: other-ca.pem
 `)
 	g := start(t, "--config", p.path("aopguard.yaml"))
 	for i := 0; i < 3; i++ {
@@ -161,8 +166,20 @@ hosts:
 		t.Errorf("host %s not rendered", name)
 	}
 	timeline := find(doc, func(n *html.Node) bool { return n.Data == "table" && hasClass(n, "expiry") })
-	if len(timeline) != 1 || !strings.Contains(text(timeline[0]), "app AOP CA") || !strings.Contains(text(timeline[0]), "origin-pull test CA") {
-		t.Errorf("no expiry timeline naming both CAs: %s", text(doc))
+	if len(timeline) != 1 {
+		t.Fatalf("no expiry timeline: %s", text(doc))
+	}
+	rows := find(timeline[0], func(n *html.Node) bool { return n.Data == "tr" })
+	var order []string
+	for _, r := range rows[1:] {
+		order = append(order, text(r))
+	}
+	// Soonest first; the one inside 30 days is drawn as a warning.
+	if len(order) != 4 || !strings.HasPrefix(order[0], "other AOP CA (old)other.example.com") {
+		t.Fatalf("timeline rows %q", order)
+	}
+	if bars := find(rows[1], func(n *html.Node) bool { return hasClass(n, "bar") }); len(bars) != 1 || !hasClass(bars[0], "warn") {
+		t.Errorf("the CA expiring in 20 days is not drawn as a warning")
 	}
 	if shot := os.Getenv("AOPGUARD_PAGE_SCREENSHOT"); shot != "" {
 		chromium(t, "--screenshot="+shot, "--window-size=1280,900", "--hide-scrollbars", url)
