@@ -134,6 +134,12 @@ func TestDeployFiles(t *testing.T) {
 			t.Errorf("promtool check rules %s: %v\n%s", f, err, out)
 		}
 	}
+	// The recording rules' own tests: synthetic replicas, one older than
+	// the hour, one first scraped after its first events.
+	recordingTests := filepath.Join(root, "prometheus", "rules_test.yml")
+	if out, err := exec.Command(promtool, "test", "rules", recordingTests).CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules %s: %v\n%s", recordingTests, err, out)
+	}
 }
 
 // TestRolloutPolicies: evidence series start at 0 for every outcome, a
