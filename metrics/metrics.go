@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,7 +35,13 @@ type Metrics struct {
 	upErrors      *prometheus.CounterVec
 	health        *prometheus.CounterVec
 	refused       *prometheus.CounterVec
+	evidence      *prometheus.CounterVec
+	policyInfo    *prometheus.GaugeVec
+	minRequests   prometheus.Gauge
 	collectors    []prometheus.Collector
+
+	policyMu sync.Mutex
+	policies map[[2]string]bool // host and policy_id of the running policies
 }
 
 // latencyBuckets span a fast local app (1 ms) to a slow one (30 s).
@@ -100,8 +107,20 @@ func New() *Metrics {
 		Name: "aopguard_connections_refused_total",
 		Help: "Connections closed before their TLS handshake, by reason (PROXY protocol header refused, missing or invalid; plain HTTP; not TLS; no ClientHello in time).",
 	}, []string{"reason"})
+	m.evidence = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_rollout_evidence_total",
+		Help: "What the rollout verdict counts: each request judged under a policy and each handshake it refused, by result, reason and source; health checks are counted apart. policy_id names the policy's mode and CAs (see aopguard_policy_info).",
+	}, []string{"host", "policy_id", "result", "reason", "source"})
+	m.policyInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "aopguard_policy_info",
+		Help: "1 for each running policy: its mode, and policy_id, a digest of its mode and CAs that changes when the rollout evidence restarts.",
+	}, []string{"host", "mode", "policy_id"})
+	m.minRequests = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "aopguard_rollout_min_requests",
+		Help: "Cloudflare requests in the last hour a log-only policy needs before it can be called ready to enforce (ready_min_requests).",
+	})
 	m.collectors = []prometheus.Collector{m.verifications, m.expiry, m.reloads, m.lastReload, m.requests, m.handshakeErrs,
-		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health, m.refused}
+		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health, m.refused, m.evidence, m.policyInfo, m.minRequests}
 	m.Registry.MustRegister(m.collectors...)
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -199,6 +218,55 @@ func (m *Metrics) Verification(host, mode, result, reason, action, source string
 // ("2xx".."5xx").
 func (m *Metrics) Requests(host, class string) prometheus.Counter {
 	return m.requests.WithLabelValues(host, class)
+}
+
+// RolloutPolicy is one running policy as the fleet-wide rollout report
+// sees it.
+type RolloutPolicy struct {
+	Host, Mode string
+	// ID is a digest of the mode and CAs: replicas with the same policy
+	// share it, and evidence gathered under another one is not counted.
+	ID string
+	// Outcomes are the result and reason pairs the policy can record; their
+	// series start at 0, so Prometheus sees the first increment of each.
+	Outcomes [][2]string
+	// Sources are the sources of traffic (cloudflare, other).
+	Sources []string
+}
+
+// SetRolloutPolicies replaces the running policies and the traffic a ready
+// verdict needs. Evidence series of a policy that is gone or whose ID
+// changed are removed, as the rollout report forgets them.
+func (m *Metrics) SetRolloutPolicies(list []RolloutPolicy, minRequests int) {
+	m.policyMu.Lock()
+	defer m.policyMu.Unlock()
+	now := map[[2]string]bool{}
+	m.policyInfo.Reset()
+	for _, p := range list {
+		now[[2]string{p.Host, p.ID}] = true
+		m.policyInfo.WithLabelValues(p.Host, p.Mode, p.ID).Set(1)
+		for _, r := range []string{"success", "failed", "none"} {
+			m.health.WithLabelValues(p.Host, r) // from 0 too, for the fleet's count of health checks
+		}
+		for _, o := range p.Outcomes {
+			for _, src := range p.Sources {
+				m.evidence.WithLabelValues(p.Host, p.ID, o[0], o[1], src)
+			}
+		}
+	}
+	for old := range m.policies {
+		if !now[old] {
+			m.evidence.DeletePartialMatch(prometheus.Labels{"host": old[0], "policy_id": old[1]})
+		}
+	}
+	m.policies = now
+	m.minRequests.Set(float64(minRequests))
+}
+
+// RolloutEvidence returns the evidence counter for one label set. Resolve
+// it when the policy is loaded, not per request.
+func (m *Metrics) RolloutEvidence(host, policyID, result, reason, source string) prometheus.Counter {
+	return m.evidence.WithLabelValues(host, policyID, result, reason, source)
 }
 
 // HandshakeError counts a failed handshake that was not a policy refusal.

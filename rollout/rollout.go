@@ -59,7 +59,9 @@ type bucket struct {
 	pq     [2]PQCounts // verified handshakes by source: Cloudflare, other
 }
 
-type failing struct {
+// FailingSource is one address whose requests or handshakes failed for
+// one reason, with how often and when last.
+type FailingSource struct {
 	Address  string    `json:"address"`
 	Source   string    `json:"source"`
 	Reason   string    `json:"reason"`
@@ -72,7 +74,7 @@ type policyStats struct {
 	health  uint64
 	pq      [2]PQCounts
 	minutes [60]bucket
-	failing []failing // most recent first
+	failing []FailingSource // most recent first
 }
 
 // Tracker accumulates Events. It is safe for concurrent use; policies are
@@ -179,19 +181,22 @@ func (t *Tracker) RecordHandshake(h Handshake) {
 	}
 }
 
+// noteFailing counts a failure per address, source and reason: one address
+// that failed for two reasons is two entries, so each entry's count agrees
+// with the breakdown by reason.
 func (ps *policyStats) noteFailing(e Event, now time.Time) {
 	addr := e.Remote.String()
 	for i, f := range ps.failing {
-		if f.Address == addr {
+		if f.Address == addr && f.Source == e.Source && f.Reason == e.Reason {
 			f.Count++
-			f.LastSeen, f.Reason, f.Source = now, e.Reason, e.Source
+			f.LastSeen = now
 			copy(ps.failing[1:i+1], ps.failing[:i])
 			ps.failing[0] = f
 			return
 		}
 	}
-	f := failing{Address: addr, Source: e.Source, Reason: e.Reason, Count: 1, LastSeen: now}
-	ps.failing = append([]failing{f}, ps.failing...)
+	f := FailingSource{Address: addr, Source: e.Source, Reason: e.Reason, Count: 1, LastSeen: now}
+	ps.failing = append([]FailingSource{f}, ps.failing...)
 	if len(ps.failing) > maxFailingSources {
 		ps.failing = ps.failing[:maxFailingSources]
 	}
@@ -273,14 +278,14 @@ type CAInfo struct {
 
 // PolicyReport is the report for one policy.
 type PolicyReport struct {
-	Name           string    `json:"name"`
-	Mode           string    `json:"mode"`
-	CAs            []CAInfo  `json:"cas"`
-	SinceStart     Counts    `json:"since_start"`
-	LastHour       Counts    `json:"last_hour"`
-	FailingSources []failing `json:"failing_sources"`
-	Verdict        string    `json:"verdict"`
-	Why            string    `json:"why"`
+	Name           string          `json:"name"`
+	Mode           string          `json:"mode"`
+	CAs            []CAInfo        `json:"cas"`
+	SinceStart     Counts          `json:"since_start"`
+	LastHour       Counts          `json:"last_hour"`
+	FailingSources []FailingSource `json:"failing_sources"`
+	Verdict        string          `json:"verdict"`
+	Why            string          `json:"why"`
 	// Signatures is the policy's client_cert_signatures (any or
 	// post-quantum) and PostQuantum the evidence for switching it.
 	Signatures  string   `json:"client_cert_signatures"`
@@ -289,11 +294,14 @@ type PolicyReport struct {
 
 // Report is the whole /status document.
 type Report struct {
-	Generated     time.Time      `json:"generated"`
-	Window        string         `json:"window"`
-	MinRequests   uint64         `json:"min_requests"`
-	CloudflareIPs string         `json:"cloudflare_ips"`
-	Policies      []PolicyReport `json:"policies"`
+	Generated     time.Time `json:"generated"`
+	Window        string    `json:"window"`
+	MinRequests   uint64    `json:"min_requests"`
+	CloudflareIPs string    `json:"cloudflare_ips"`
+	// Replicas is how many aopguard instances a fleet report (aopguard
+	// status --prometheus) sums; 0 in one instance's own report.
+	Replicas int            `json:"replicas,omitempty"`
+	Policies []PolicyReport `json:"policies"`
 }
 
 // Report builds the report for the given (currently configured) policies.
@@ -304,7 +312,7 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 	defer t.mu.Unlock()
 	r := Report{Generated: now.UTC(), Window: Window.String(), MinRequests: t.minRequests, CloudflareIPs: cloudflareIPs}
 	for _, p := range policies {
-		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []failing{}, Signatures: p.Signatures}
+		pr := PolicyReport{Name: p.Name, Mode: p.Mode, CAs: p.CAs, FailingSources: []FailingSource{}, Signatures: p.Signatures}
 		if ps := t.policies[p.Name]; ps != nil {
 			pr.PostQuantum.SinceStart = PQBySource{Cloudflare: ps.pq[0], Other: ps.pq[1]}
 			pr.SinceStart = counts(ps.total, ps.health)
@@ -325,7 +333,7 @@ func (t *Tracker) Report(policies []PolicyInfo, cloudflareIPs string) Report {
 		} else {
 			pr.SinceStart, pr.LastHour = counts(nil, 0), counts(nil, 0)
 		}
-		pr.Verdict, pr.Why = t.verdict(p.Mode, pr.LastHour)
+		pr.Verdict, pr.Why = Judge(p.Mode, pr.LastHour, t.minRequests)
 		t.postQuantumVerdict(p, &pr)
 		r.Policies = append(r.Policies, pr)
 	}
@@ -362,7 +370,12 @@ var causes = map[string]string{
 	"needs_tls13":       "Cloudflare connects with TLS 1.2, where no ML-DSA certificate can be presented: whatever sits between Cloudflare and aopguard must allow TLS 1.3",
 }
 
-func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
+// Judge turns a policy's mode and its counts over the window into a verdict
+// and the reason for it. It is the one place the rule lives: a Tracker's
+// Report applies it to one instance's counts, "aopguard status
+// --prometheus" to the counts of a whole fleet summed in Prometheus.
+// minRequests is how many Cloudflare requests a ready verdict needs.
+func Judge(mode string, hour Counts, minRequests uint64) (verdict, why string) {
 	switch mode {
 	case "require":
 		return Enforced, "certificates are already required"
@@ -400,8 +413,8 @@ func (t *Tracker) verdict(mode string, hour Counts) (string, string) {
 		return NotReady, fmt.Sprintf("%d requests from Cloudflare without a valid certificate in the last hour (%s): %s",
 			cfBad, strings.Join(parts, ", "), cause)
 	}
-	if cf < t.minRequests {
-		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, t.minRequests)
+	if cf < minRequests {
+		return NoTraffic, fmt.Sprintf("%d requests from Cloudflare in the last hour, %d needed before enforcing can be judged safe", cf, minRequests)
 	}
 	return ReadyToEnforce, fmt.Sprintf("all %d requests from Cloudflare in the last hour presented a valid certificate", cf)
 }

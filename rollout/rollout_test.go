@@ -102,11 +102,22 @@ func TestFailingSourcesBoundedAndRecentFirst(t *testing.T) {
 	if len(f) != maxFailingSources {
 		t.Fatalf("%d failing sources kept, want %d", len(f), maxFailingSources)
 	}
-	if f[0].Address != "198.51.100.15" || f[0].Count != 2 || f[0].Reason != "untrusted" {
+	// One address failing for two reasons is two entries whose counts
+	// agree with the breakdown by reason (missing 1, untrusted 1).
+	if f[0].Address != "198.51.100.15" || f[0].Count != 1 || f[0].Reason != "untrusted" {
 		t.Fatalf("most recent first: %+v", f[0])
 	}
 	if f[1].Address != "198.51.100.29" {
 		t.Fatalf("second: %+v", f[1])
+	}
+	var missing *FailingSource
+	for i := range f {
+		if f[i].Address == "198.51.100.15" && f[i].Reason == "missing" {
+			missing = &f[i]
+		}
+	}
+	if missing == nil || missing.Count != 1 {
+		t.Fatalf("the earlier missing failure of 198.51.100.15 is gone or miscounted: %+v", f)
 	}
 }
 

@@ -4,7 +4,7 @@
 //
 //	aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
-//	aopguard status [--admin ADDR] [--json]
+//	aopguard status [--config FILE | --admin ADDR | --prometheus URL] [--json] [-v]
 //	aopguard check --origin ADDR --host NAME [--client-cert FILE --client-key FILE] [--expect require|log-only] [--json]
 //	aopguard certs ca|client|payload|inspect [flags]
 //	aopguard cloudflare audit|apply|rotate [flags]

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/certs"
@@ -76,7 +77,7 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	case errors.As(err, &rej):
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "refused")
 		a.observeAlgorithms(rej.Policy, info, rej.Verdict)
-		a.tracker.Record(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
+		a.recordEvidence(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
 			Reason: rej.Verdict.Reason, Source: info.Source, Remote: info.Remote})
 		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
 			Str("policy", rej.Policy.Name()).Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
@@ -114,8 +115,29 @@ func (a *app) observeRequest(ri proxy.RequestInfo) {
 	if ri.HealthCheck {
 		a.metrics.HealthCheck(ri.Policy.Name(), result)
 	}
-	a.tracker.Record(rollout.Event{Policy: ri.Policy.Name(), Result: result, Reason: ri.Verdict.Reason,
+	a.recordEvidence(rollout.Event{Policy: ri.Policy.Name(), Result: result, Reason: ri.Verdict.Reason,
 		Source: ri.Conn.Source, Remote: ri.Conn.Remote, HealthCheck: ri.HealthCheck})
+}
+
+// evidenceKey names one rollout evidence counter of a policy.
+type evidenceKey struct{ policy, result, reason, source string }
+
+// evidenceCounters are the running policies' evidence counters, resolved
+// when they are loaded.
+type evidenceCounters map[evidenceKey]prometheus.Counter
+
+// recordEvidence gives one event to the rollout report and to its
+// exported counter (health checks have their own).
+func (a *app) recordEvidence(e rollout.Event) {
+	a.tracker.Record(e)
+	if e.HealthCheck {
+		return
+	}
+	if m := a.evidence.Load(); m != nil {
+		if c := (*m)[evidenceKey{e.Policy, e.Result, e.Reason, e.Source}]; c != nil {
+			c.Inc()
+		}
+	}
 }
 
 // maxClientLeaves bounds the client certificates remembered per policy for

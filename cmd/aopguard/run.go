@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/cfips"
@@ -44,7 +45,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.configFile, "config", "", "read the configuration from `FILE` (YAML)")
 	fs.StringVar(&f.listen, "listen", config.DefaultListen, "accept TLS connections on `ADDR`")
-	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve /metrics and /healthz on `ADDR`")
+	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve the admin endpoints (/, /status, /metrics, /readyz, /healthz) on `ADDR`")
 	fs.StringVar(&f.upstream, "upstream", "", "forward admitted requests to `URL` (http://, https:// or unix:///path.sock)")
 	fs.StringVar(&f.mode, "mode", config.DefaultMode, "enforce client certificates: off, log-only or require")
 	fs.StringVar(&f.zoneCA, "zone-ca", config.DefaultZoneCA, "trust `CA` for the zone: cloudflare (embedded) or a PEM bundle file")
@@ -202,6 +203,8 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	if err := a.servers.manage(ctx); err != nil {
 		return fmt.Errorf("acme: %w", err)
 	}
+	a.phase.Store(phaseServing)
+	notifySystemd(logger, daemon.SdNotifyReady)
 	logger.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("version", versionString()).Msg("aopguard serving")
 
@@ -229,6 +232,10 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 				return fmt.Errorf("serving: %w", err)
 			}
 		case <-ctx.Done():
+			// /readyz fails from now on, so balancers stop sending while
+			// in-flight requests finish; /healthz keeps answering.
+			a.phase.Store(phaseDraining)
+			notifySystemd(logger, daemon.SdNotifyStopping)
 			logger.Info().Dur("drain_timeout", cfg.ShutdownTimeout).Msg("shutting down: draining in-flight requests")
 			dctx, cancel := context.WithTimeout(context.Background(), a.config().ShutdownTimeout)
 			defer cancel()
@@ -249,6 +256,15 @@ func proxyProtocol(c *config.ProxyProtocol) *tlsconfig.ProxyProtocol {
 		return nil
 	}
 	return &tlsconfig.ProxyProtocol{Trusted: c.Trusted, Timeout: c.Timeout}
+}
+
+// notifySystemd tells systemd (Type=notify) what /readyz says: ready once
+// serving, stopping at the start of a drain. Without NOTIFY_SOCKET in the
+// environment it does nothing.
+func notifySystemd(log zerolog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn().Err(err).Str("state", state).Msg("notifying systemd failed")
+	}
 }
 
 // ticketRotation is how often session ticket master keys rotate.
@@ -282,6 +298,8 @@ type app struct {
 	routes    atomic.Pointer[proxy.Routes]
 	ips       atomic.Pointer[cfips.List]
 	loaded    atomic.Pointer[[]metrics.Expiry] // certificates of the running configuration
+	evidence  atomic.Pointer[evidenceCounters] // exported rollout evidence of the running policies
+	phase     atomic.Int32                     // phaseStarting, phaseServing or phaseDraining, for /readyz
 	policyIDs map[string]string                // policy name -> mode and CA fingerprints, to reset stale evidence
 	refreshed *cfips.List                      // last good download of the ranges, if any
 	lastHash  [32]byte                         // content of the watched files at the last load attempt
@@ -375,7 +393,41 @@ func (a *app) adminHandler(withPprof bool) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", a.serveReadyz)
+	mux.HandleFunc("GET /{$}", a.servePage)
 	return mux
+}
+
+// Phases of the process, for /readyz.
+const (
+	phaseStarting = iota // configuration loaded, listeners not serving yet
+	phaseServing
+	phaseDraining // SIGTERM: finishing in-flight requests
+)
+
+// serveReadyz is GET /readyz: 200 once the configuration is loaded, the
+// listeners serve and every ACME-managed name has a certificate; 503
+// before that and from the start of a drain. /healthz is liveness only.
+func (a *app) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	why := ""
+	switch a.phase.Load() {
+	case phaseStarting:
+		why = "starting: listeners not serving yet"
+	case phaseDraining:
+		why = "draining: shutting down, finishing in-flight requests"
+	default:
+		if m := a.servers.missing(); len(m) > 0 {
+			why = "waiting for ACME certificates: " + strings.Join(m, ", ")
+		}
+	}
+	if why != "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, why+"\n")
+		return
+	}
+	io.WriteString(w, "ready\n")
 }
 
 // meters adapts metrics.Metrics to proxy.Meters.
