@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
@@ -21,8 +23,20 @@ type Upstreams struct {
 	log    zerolog.Logger
 	meters Meters
 
+	// roots verifies the certificates of h2:// upstreams; nil: the
+	// system's roots, as for https:// upstreams.
+	roots *x509.CertPool
+
 	mu         sync.Mutex
-	transports map[string]*transport
+	transports map[string]upstreamTransport
+}
+
+// upstreamTransport is what Upstreams pools per upstream URL and timeout.
+type upstreamTransport interface {
+	http.RoundTripper
+	// close retires the transport when its upstream left the
+	// configuration.
+	close()
 }
 
 // Observer is the one method of a histogram the proxy needs.
@@ -44,7 +58,7 @@ type Meters interface {
 
 // NewUpstreams returns a Routes builder; meters may be nil.
 func NewUpstreams(log zerolog.Logger, meters Meters) *Upstreams {
-	return &Upstreams{log: log, meters: meters, transports: map[string]*transport{}}
+	return &Upstreams{log: log, meters: meters, transports: map[string]upstreamTransport{}}
 }
 
 var classes = [6]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -110,10 +124,13 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 		return nil, err
 	}
 	t := u.transport(raw, target, timeout)
-	if target.Scheme == "unix" {
+	switch target.Scheme {
+	case "unix":
 		// The socket is reached by the transport's dialer; the URL only
 		// needs a syntactically valid host.
 		target = &url.URL{Scheme: "http", Host: "localhost"}
+	case "h2c", "h2":
+		target = h2Target(target)
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -142,13 +159,18 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 
 // transport returns the pooled transport for an upstream URL, creating it
 // on first use. It speaks HTTP/1.1 with keep-alive (over TLS for https),
-// forwards Accept-Encoding as the client sent it, and never goes through
-// an environment proxy.
-func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *transport {
+// or HTTP/2 for h2c and h2 (see h2Transport), forwards Accept-Encoding as
+// the client sent it, and never goes through an environment proxy.
+func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) upstreamTransport {
 	key := transportKey(raw, timeout)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if t, ok := u.transports[key]; ok {
+		return t
+	}
+	if target.Scheme == "h2c" || target.Scheme == "h2" {
+		t := newH2Transport(target, u.roots, timeout)
+		u.transports[key] = t
 		return t
 	}
 	addr := target.Path
