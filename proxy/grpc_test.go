@@ -441,8 +441,10 @@ func TestGRPC(t *testing.T) {
 				// zone does not accept CA A, so nothing is forwarded.
 				client := e.h.grpcClient(t, clientOpts{sni: "a.example.com", cert: e.pki.clientA}, "a.example.com")
 				_, err := client.Check(bg, &grpc_health_v1.HealthCheckRequest{Service: "ok/recheck"}, grpc.CallAuthority("other.example.com"))
-				if st := status.Convert(err); st.Code() == codes.OK || !strings.Contains(st.Message(), "421") {
-					t.Errorf("Check error = %v, want the proxy's 421", err)
+				// grpc-go reports an HTTP status it has no mapping for (421)
+				// as UNKNOWN, with the status in the message.
+				if st := status.Convert(err); st.Code() != codes.Unknown || !strings.Contains(st.Message(), "421") {
+					t.Errorf("Check error = %v, want UNKNOWN for the proxy's 421", err)
 				}
 				m := e.accessLine(t, "other.example.com", "Check")
 				if m["status"] != float64(http.StatusMisdirectedRequest) || m["policy"] != tlsconfig.ZoneName {
@@ -621,6 +623,19 @@ func TestH2UpstreamHTTP(t *testing.T) {
 				h.log.access(t, path)
 			})
 		}
+		t.Run(scheme+" upstream, WebSocket upgrade", func(t *testing.T) {
+			// HTTP/2 has no Upgrade: the request is refused, not
+			// forwarded without its upgrade.
+			c, _ := h.client(t, clientOpts{sni: "app.example.com", cert: pki.clientZone})
+			path := "/ws/" + scheme
+			res := get(t, c, "GET", "https://app.example.com"+path, "", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}})
+			if res.status != http.StatusBadGateway {
+				t.Errorf("status %d, want 502", res.status)
+			}
+			if n := len(app.got(path)); n != 0 {
+				t.Errorf("the app received the upgrade request %d times", n)
+			}
+		})
 	}
 }
 
