@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -54,7 +55,7 @@ const deniedMessage = "not for you: 100% sure ✓"
 // newGRPCApp serves the app on 127.0.0.1: scheme "h2c" in cleartext (gRPC
 // servers speak HTTP/2 with prior knowledge), "h2" over TLS with the test
 // server certificate.
-func newGRPCApp(t *testing.T, pki *testPKI, scheme string) *grpcApp {
+func newGRPCApp(t testing.TB, pki *testPKI, scheme string) *grpcApp {
 	t.Helper()
 	a := &grpcApp{calls: map[string]*grpcCall{}}
 	var opts []grpc.ServerOption
@@ -120,6 +121,9 @@ func (a *grpcApp) waitEnded(t *testing.T, service string) *grpcCall {
 }
 
 func (a *grpcApp) Check(ctx context.Context, req *grpc_health_v1.HealthCheckRequest) (*grpc_health_v1.HealthCheckResponse, error) {
+	if req.Service == "bench" { // no record: a benchmark repeats it
+		return &grpc_health_v1.HealthCheckResponse{Status: grpc_health_v1.HealthCheckResponse_SERVING}, nil
+	}
 	c := a.begin(ctx, req.Service)
 	defer a.end(ctx, c)
 	kind, _, _ := strings.Cut(req.Service, "/")
@@ -178,7 +182,7 @@ var watchStatuses = []grpc_health_v1.HealthCheckResponse_ServingStatus{
 
 // grpcClient returns a real gRPC client whose connection goes to the proxy
 // with the TLS options o, asking for authority (the :authority, i.e. Host).
-func (h *harness) grpcClient(t *testing.T, o clientOpts, authority string) grpc_health_v1.HealthClient {
+func (h *harness) grpcClient(t testing.TB, o clientOpts, authority string) grpc_health_v1.HealthClient {
 	t.Helper()
 	cc, err := grpc.NewClient("passthrough:///"+h.addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(h.tlsConfig(o))),
@@ -730,4 +734,51 @@ func newNoALPNApp(t *testing.T, pki *testPKI) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// BenchmarkGRPCUnary: one unary call at a time from a real gRPC client,
+// straight to the app (cleartext, and TLS without client certificate) and
+// through aopguard wired as in production (mTLS in front, h2c:// behind).
+// The app and the client run in this process: compare the three, not
+// absolute figures.
+func BenchmarkGRPCUnary(b *testing.B) {
+	pki := newPKI(b)
+	req := &grpc_health_v1.HealthCheckRequest{Service: "bench"}
+	for _, mode := range []string{"direct h2c", "direct TLS", "aopguard to h2c"} {
+		b.Run(mode, func(b *testing.B) {
+			var client grpc_health_v1.HealthClient
+			switch mode {
+			case "direct h2c", "direct TLS":
+				scheme, creds := "h2c", insecure.NewCredentials()
+				if mode == "direct TLS" {
+					scheme = "h2"
+					creds = credentials.NewTLS(&tls.Config{ServerName: "127.0.0.1", RootCAs: testpki.Pool(pki.serverCA)})
+				}
+				app := newGRPCApp(b, pki, scheme)
+				u, _ := url.Parse(app.url)
+				cc, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cc.Close() })
+				client = grpc_health_v1.NewHealthClient(cc)
+			default:
+				bp := newBenchProxy(b, newGRPCApp(b, pki, "h2c").url, true)
+				tc := bp.clientTLS()
+				tc.NextProtos = nil // gRPC's credentials offer h2
+				cc, err := grpc.NewClient("passthrough:///"+bp.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cc.Close() })
+				client = grpc_health_v1.NewHealthClient(cc)
+			}
+			ctx := context.Background()
+			for b.Loop() {
+				if _, err := client.Check(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
