@@ -645,7 +645,8 @@ func TestH2UpstreamHTTP(t *testing.T) {
 
 // newH2App serves h on 127.0.0.1 with net/http's server, speaking HTTP/2
 // only: with prior knowledge in cleartext for "h2c", over TLS for "h2".
-func newH2App(t *testing.T, pki *testPKI, scheme string, h http.HandlerFunc) *upstream {
+// connState, if given, is the server's ConnState hook.
+func newH2App(t *testing.T, pki *testPKI, scheme string, h http.HandlerFunc, connState ...func(net.Conn, http.ConnState)) *upstream {
 	t.Helper()
 	u := &upstream{name: scheme}
 	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -654,6 +655,9 @@ func newH2App(t *testing.T, pki *testPKI, scheme string, h http.HandlerFunc) *up
 		u.mu.Unlock()
 		h(w, r)
 	}))
+	if len(connState) > 0 {
+		u.srv.Config.ConnState = connState[0]
+	}
 	var protos http.Protocols
 	if scheme == "h2c" {
 		protos.SetUnencryptedHTTP2(true)
@@ -781,4 +785,73 @@ func BenchmarkGRPCUnary(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestH2UpstreamPrune: an HTTP/2 upstream that a reload removed has its
+// idle connection closed; one still configured keeps it.
+func TestH2UpstreamPrune(t *testing.T) {
+	pki := newPKI(t)
+	closed := make(chan struct{}, 1)
+	app := newH2App(t, pki, "h2c", func(w http.ResponseWriter, r *http.Request) {}, func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			select {
+			case closed <- struct{}{}:
+			default:
+			}
+		}
+	})
+	other := newUpstream(t, "other", nil)
+	ups := NewUpstreams(discardLogger(), nil)
+	tickets, err := tlsconfig.NewTicketKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := func(upstream string) *Routes {
+		serverCert := pki.server.TLS()
+		set, err := tlsconfig.NewSet(tlsconfig.PolicySpec{Mode: tlsconfig.Off, Upstream: upstream}, nil, tlsconfig.Options{
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serverCert, nil },
+			Tickets:        tickets,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := ups.Routes(set, guard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rt
+	}
+	rt := routes(app.url)
+	tr := rt.backends[0].rp.Transport
+	res, err := tr.RoundTrip(httptest.NewRequest("GET", h2Target(mustParse(t, app.url)).String()+"/", nil).WithContext(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+
+	ups.Prune(routes(app.url)) // reloaded, same upstream: kept
+	if again := routes(app.url).backends[0].rp.Transport; again != tr {
+		t.Error("a reload with the same upstream made a new transport")
+	}
+	select {
+	case <-closed:
+		t.Fatal("a reload that kept the upstream closed its connection")
+	default:
+	}
+	ups.Prune(routes(other.url)) // the upstream left the configuration
+	select {
+	case <-closed:
+	case <-time.After(guard):
+		t.Fatal("the removed upstream's idle connection was not closed")
+	}
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
