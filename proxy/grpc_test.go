@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -566,6 +568,13 @@ func TestH2UpstreamHTTP(t *testing.T) {
 	pki := newPKI(t)
 	for _, scheme := range []string{"h2c", "h2"} {
 		app := newH2App(t, pki, scheme, func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/hints") {
+				w.Header().Set("Link", "</a.css>; rel=preload")
+				w.WriteHeader(http.StatusEarlyHints)
+				w.Header().Del("Link")
+				io.WriteString(w, "hinted")
+				return
+			}
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
 				http.Error(w, err.Error(), 500)
@@ -625,6 +634,26 @@ func TestH2UpstreamHTTP(t *testing.T) {
 				}
 				wantVerifyHeaders(t, s.Header, "SUCCESS", fingerprint(pki.clientZone))
 				h.log.access(t, path)
+
+				// 1xx responses pass through (103 Early Hints).
+				var hints []string
+				trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+					hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+					return nil
+				}}
+				req, err = http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "https://app.example.com/hints"+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err = c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ = io.ReadAll(res.Body)
+				res.Body.Close()
+				if want := []string{"103 </a.css>; rel=preload"}; res.StatusCode != 200 || string(body) != "hinted" || !slices.Equal(hints, want) {
+					t.Errorf("answer %d %q after %q, want 200 \"hinted\" after %q", res.StatusCode, body, hints, want)
+				}
 			})
 		}
 		t.Run(scheme+" upstream, WebSocket upgrade", func(t *testing.T) {
@@ -854,4 +883,43 @@ func mustParse(t *testing.T, raw string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestH2UpstreamSlowUpload: upstream_timeout bounds the wait for the app's
+// answer once the request is sent, not the upload itself: a client
+// streaming its body for longer than upstream_timeout (a gRPC
+// client-streaming call, say) is answered.
+func TestH2UpstreamSlowUpload(t *testing.T) {
+	pki := newPKI(t)
+	app := newH2App(t, pki, "h2c", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	})
+	const timeout = 200 * time.Millisecond
+	h := newHarness(t, pki, harnessConfig{
+		zone:    tlsconfig.PolicySpec{Mode: tlsconfig.Require, CAs: cas(pki.zoneCA), Upstream: app.url},
+		timeout: timeout,
+	})
+	c, _ := h.client(t, clientOpts{sni: "app.example.com", cert: pki.clientZone, h2: true})
+	pr, pw := io.Pipe()
+	go func() {
+		for range 4 {
+			time.Sleep(timeout)
+			pw.Write([]byte("piece"))
+		}
+		pw.Close()
+	}()
+	req, err := http.NewRequest("POST", "https://app.example.com/upload", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(body) != "20 <nil>" {
+		t.Errorf("answer %d %q, want 200 \"20 <nil>\"", res.StatusCode, body)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,12 @@ const (
 // is what gRPC needs: streams in both directions, trailers, and the
 // client's cancellation passed on as RST_STREAM.
 //
-// Everything before the response head — waiting for a stream slot, the
-// dial, the TLS handshake, the app's answer — is bounded by
-// upstream_timeout, after which the client gets 504.
+// upstream_timeout bounds, separately, everything before the request's
+// head is on a connection (waiting for a stream slot or a connection, the
+// dial, the TLS handshake) and the wait for the app's response head once
+// the request body is sent (http.Transport's ResponseHeaderTimeout); the
+// client gets 504 when either runs out. The upload itself is not bounded
+// by it: a gRPC client-streaming call may send for as long as it likes.
 type h2Transport struct {
 	tr      *http.Transport
 	timeout time.Duration
@@ -139,12 +143,17 @@ func (t *h2Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, t.failure(ctx, req, ctx.Err())
 		}
 	}
+	// Once the request's head is written, the body may take as long as
+	// the client takes to send it; ResponseHeaderTimeout starts after it.
+	// (WithClientTrace keeps ReverseProxy's own trace, for 1xx responses.)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { timer.Stop() }})
 	res, err := t.tr.RoundTrip(req.WithContext(ctx))
-	if err == nil && !timer.Stop() {
-		// The head arrived as the timer fired: the context is cancelled
-		// (or about to be), so the body could not be read.
+	timer.Stop()
+	if err == nil && ctx.Err() != nil {
+		// The timer fired (or the client left) as the head was being
+		// written: the stream is being reset, so the body cannot be read.
 		res.Body.Close()
-		err = errH2Timeout
+		err = context.Cause(ctx)
 	}
 	if err != nil {
 		timer.Stop()
