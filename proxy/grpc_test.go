@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -921,5 +922,60 @@ func TestH2UpstreamSlowUpload(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || string(body) != "20 <nil>" {
 		t.Errorf("answer %d %q, want 200 \"20 <nil>\"", res.StatusCode, body)
+	}
+}
+
+// TestH2UpstreamFullDuplex: over HTTP/2 on both sides, the app can answer
+// while the client is still sending, message by message (what gRPC's
+// bidirectional streams need).
+func TestH2UpstreamFullDuplex(t *testing.T) {
+	pki := newPKI(t)
+	app := newH2App(t, pki, "h2c", func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		w.WriteHeader(200)
+		rc.Flush()
+		br := bufio.NewReader(r.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(w, "echo "+line)
+			rc.Flush()
+		}
+	})
+	h := newHarness(t, pki, harnessConfig{zone: tlsconfig.PolicySpec{Mode: tlsconfig.Require, CAs: cas(pki.zoneCA), Upstream: app.url}})
+	c, _ := h.client(t, clientOpts{sni: "app.example.com", cert: pki.clientZone, h2: true})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequest("POST", "https://app.example.com/duplex", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res *http.Response
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := c.Do(req)
+		done <- result{res, err}
+	}()
+	// The first message goes before the response head can exist.
+	io.WriteString(pw, "one\n")
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.res.Body.Close()
+	br := bufio.NewReader(r.res.Body)
+	for _, msg := range []string{"one", "two", "three"} {
+		if msg != "one" {
+			io.WriteString(pw, msg+"\n")
+		}
+		// Each answer arrives while the request is still open.
+		if got, err := br.ReadString('\n'); err != nil || got != "echo "+msg+"\n" {
+			t.Fatalf("read %q, %v; want the echo of %q", got, err, msg)
+		}
 	}
 }
