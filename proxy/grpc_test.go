@@ -205,7 +205,7 @@ type grpcEnv struct {
 	h   *harness
 }
 
-func newGRPCEnv(t *testing.T, scheme string, timeout time.Duration) *grpcEnv {
+func newGRPCEnv(t *testing.T, scheme string) *grpcEnv {
 	t.Helper()
 	e := &grpcEnv{pki: newPKI(t)}
 	e.app = newGRPCApp(t, e.pki, scheme)
@@ -215,7 +215,6 @@ func newGRPCEnv(t *testing.T, scheme string, timeout time.Duration) *grpcEnv {
 			{Name: "open.example.com", Mode: tlsconfig.LogOnly, CAs: cas(e.pki.caA), Upstream: e.app.url},
 			{Name: "a.example.com", Mode: tlsconfig.Require, CAs: cas(e.pki.caA), Upstream: e.app.url},
 		},
-		timeout:       timeout,
 		upstreamRoots: testpki.Pool(e.pki.serverCA),
 	})
 	return e
@@ -283,7 +282,7 @@ func wantAppSaw(t *testing.T, c *grpcCall, authority, verify, fp string) {
 func TestGRPC(t *testing.T) {
 	for _, scheme := range []string{"h2c", "h2"} {
 		t.Run(scheme, func(t *testing.T) {
-			e := newGRPCEnv(t, scheme, guard)
+			e := newGRPCEnv(t, scheme)
 			fp := fingerprint(e.pki.clientZone)
 			bg := context.Background()
 
