@@ -15,6 +15,47 @@ import (
 	"time"
 )
 
+// h2Upstreams keeps the transports of HTTP/2 upstreams for Upstreams,
+// which guards it with its mutex.
+type h2Upstreams struct {
+	// roots verifies the certificates of h2:// upstreams; nil: the
+	// system's roots, as for https:// upstreams.
+	roots      *x509.CertPool
+	transports map[string]*h2Transport // by transportKey
+}
+
+// h2Transport returns the pooled transport of an h2c:// or h2:// upstream,
+// creating it on first use; ok is false for any other scheme.
+func (u *Upstreams) h2Transport(raw string, target *url.URL, timeout time.Duration) (t *h2Transport, ok bool) {
+	if target.Scheme != "h2c" && target.Scheme != "h2" {
+		return nil, false
+	}
+	key := transportKey(raw, timeout)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t, ok := u.h2.transports[key]; ok {
+		return t, true
+	}
+	if u.h2.transports == nil {
+		u.h2.transports = map[string]*h2Transport{}
+	}
+	t = newH2Transport(target, u.h2.roots, timeout)
+	u.h2.transports[key] = t
+	return t, true
+}
+
+// pruneH2 retires the HTTP/2 transports whose keys are not in used.
+func (u *Upstreams) pruneH2(used map[string]bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, t := range u.h2.transports {
+		if !used[k] {
+			t.close()
+			delete(u.h2.transports, k)
+		}
+	}
+}
+
 // Bounds of an HTTP/2 upstream (h2c:// or h2://).
 const (
 	// h2MaxStreams bounds the requests in flight to one upstream; more

@@ -414,7 +414,7 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	}
 	logger := zerolog.New(h.log)
 	ups := NewUpstreams(logger, meters{h.requests})
-	ups.roots = cfg.upstreamRoots
+	ups.h2.roots = cfg.upstreamRoots
 	timeout := cfg.timeout
 	if timeout == 0 {
 		timeout = guard

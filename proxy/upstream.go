@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/x509"
 	"fmt"
 	"log"
 	"net"
@@ -22,21 +21,10 @@ import (
 type Upstreams struct {
 	log    zerolog.Logger
 	meters Meters
-
-	// roots verifies the certificates of h2:// upstreams; nil: the
-	// system's roots, as for https:// upstreams.
-	roots *x509.CertPool
+	h2     h2Upstreams // the HTTP/2 ones (h2c://, h2://), under mu too
 
 	mu         sync.Mutex
-	transports map[string]upstreamTransport
-}
-
-// upstreamTransport is what Upstreams pools per upstream URL and timeout.
-type upstreamTransport interface {
-	http.RoundTripper
-	// close retires the transport when its upstream left the
-	// configuration.
-	close()
+	transports map[string]*transport
 }
 
 // Observer is the one method of a histogram the proxy needs.
@@ -58,7 +46,7 @@ type Meters interface {
 
 // NewUpstreams returns a Routes builder; meters may be nil.
 func NewUpstreams(log zerolog.Logger, meters Meters) *Upstreams {
-	return &Upstreams{log: log, meters: meters, transports: map[string]upstreamTransport{}}
+	return &Upstreams{log: log, meters: meters, transports: map[string]*transport{}}
 }
 
 var classes = [6]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -108,6 +96,7 @@ func (u *Upstreams) Prune(rt *Routes) {
 	for _, p := range rt.Set.Policies() {
 		used[transportKey(p.Upstream(), rt.timeout)] = true
 	}
+	u.pruneH2(used)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for k, t := range u.transports {
@@ -123,14 +112,16 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 	if err != nil {
 		return nil, err
 	}
-	t := u.transport(raw, target, timeout)
-	switch target.Scheme {
-	case "unix":
+	var t http.RoundTripper
+	if h2, ok := u.h2Transport(raw, target, timeout); ok {
+		t, target = h2, h2Target(target)
+	} else {
+		t = u.transport(raw, target, timeout)
+	}
+	if target.Scheme == "unix" {
 		// The socket is reached by the transport's dialer; the URL only
 		// needs a syntactically valid host.
 		target = &url.URL{Scheme: "http", Host: "localhost"}
-	case "h2c", "h2":
-		target = h2Target(target)
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -159,18 +150,13 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 
 // transport returns the pooled transport for an upstream URL, creating it
 // on first use. It speaks HTTP/1.1 with keep-alive (over TLS for https),
-// or HTTP/2 for h2c and h2 (see h2Transport), forwards Accept-Encoding as
-// the client sent it, and never goes through an environment proxy.
-func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) upstreamTransport {
+// forwards Accept-Encoding as the client sent it, and never goes through
+// an environment proxy.
+func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *transport {
 	key := transportKey(raw, timeout)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if t, ok := u.transports[key]; ok {
-		return t
-	}
-	if target.Scheme == "h2c" || target.Scheme == "h2" {
-		t := newH2Transport(target, u.roots, timeout)
-		u.transports[key] = t
 		return t
 	}
 	addr := target.Path
