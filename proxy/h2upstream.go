@@ -68,9 +68,15 @@ const (
 	h2MaxConns = 16
 	// h2MaxHeaderBytes bounds a response head, as for HTTP/1.1 upstreams.
 	h2MaxHeaderBytes = 1 << 20
-	h2DialTimeout    = 5 * time.Second
-	h2TLSTimeout     = 10 * time.Second
-	h2IdleFor        = 90 * time.Second
+	// h2StreamWindow bounds what the app may send on a stream ahead of the
+	// client reading it, i.e. what aopguard holds for a slow client
+	// (net/http's client default is 4 MiB): 256 MiB at most for
+	// h2MaxStreams. The connection window stays large, so one slow
+	// client's stream never stalls the others on its connection.
+	h2StreamWindow = 256 << 10
+	h2DialTimeout  = 5 * time.Second
+	h2TLSTimeout   = 10 * time.Second
+	h2IdleFor      = 90 * time.Second
 )
 
 // h2Transport speaks HTTP/2 to one upstream through net/http's own HTTP/2
@@ -113,6 +119,7 @@ func newH2Transport(target *url.URL, roots *x509.CertPool, timeout time.Duration
 		MaxIdleConnsPerHost:    h2MaxConns,
 		IdleConnTimeout:        h2IdleFor,
 		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerStream: h2StreamWindow,
 			// An app that stops reading its connection altogether
 			// (TCP backpressure), not one stream, loses the connection.
 			WriteByteTimeout: timeout,
