@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -976,5 +977,50 @@ func TestH2UpstreamFullDuplex(t *testing.T) {
 		if got, err := br.ReadString('\n'); err != nil || got != "echo "+msg+"\n" {
 			t.Fatalf("read %q, %v; want the echo of %q", got, err, msg)
 		}
+	}
+}
+
+// TestH2TransportSettings reads, with a raw HTTP/2 framer standing in for
+// the app, the SETTINGS aopguard opens an h2c connection with: the stream
+// window and header list bounds are the ones configured.
+func TestH2TransportSettings(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tr := newH2Transport(&url.URL{Scheme: "h2c", Host: ln.Addr().String()}, nil, guard)
+	defer tr.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+ln.Addr().String()+"/", nil)
+		if res, err := tr.RoundTrip(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(guard))
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
+		t.Fatalf("read %q, %v; want the HTTP/2 client preface (prior knowledge)", preface, err)
+	}
+	f, err := http2.NewFramer(c, c).ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	if got, ok := sf.Value(http2.SettingInitialWindowSize); !ok || got != h2StreamWindow {
+		t.Errorf("SETTINGS INITIAL_WINDOW_SIZE = %d (sent: %v), want %d", got, ok, h2StreamWindow)
+	}
+	if got, ok := sf.Value(http2.SettingMaxHeaderListSize); !ok || got < h2MaxHeaderBytes || got > 2*h2MaxHeaderBytes {
+		t.Errorf("SETTINGS MAX_HEADER_LIST_SIZE = %d (sent: %v), want about %d", got, ok, h2MaxHeaderBytes)
 	}
 }
