@@ -299,6 +299,11 @@ func TestGRPC(t *testing.T) {
 				}
 				wantAppSaw(t, e.app.waitEnded(t, "ok/unary"), "unary.example.com", "SUCCESS", fp)
 				wantAccess(t, e.accessLine(t, "unary.example.com", "Check"), 200, "success")
+				// Metrics as for any upstream: the first call of this
+				// harness is a 2xx with an upstream latency.
+				if n, u := e.h.requests.get(tlsconfig.ZoneName, "2xx"), e.h.requests.get("upstream", tlsconfig.ZoneName); n != 1 || u != 1 {
+					t.Errorf("requests 2xx = %d, upstream latencies = %d; want 1 and 1", n, u)
+				}
 			})
 
 			t.Run("status and trailers", func(t *testing.T) {
