@@ -188,6 +188,9 @@ func (t *h2Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-ctx.Done():
 			timer.Stop()
 			cancel(nil)
+			if req.Body != nil {
+				req.Body.Close() // as a RoundTripper must, on every error
+			}
 			return nil, t.failure(ctx, req, ctx.Err())
 		}
 	}
