@@ -377,12 +377,17 @@ func TestGRPC(t *testing.T) {
 			})
 
 			t.Run("deadline expires", func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(bg, time.Second)
+				ctx, cancel := context.WithTimeout(bg, 500*time.Millisecond)
 				defer cancel()
 				_, err := e.edge(t, "expires.example.com").Check(ctx, &grpc_health_v1.HealthCheckRequest{Service: "hang/expires"})
-				if st := status.Convert(err); st.Code() != codes.DeadlineExceeded {
-					t.Errorf("Check error = %v, want DeadlineExceeded", err)
+				// Client and app give up at the same moment: the client's
+				// own timer gives DEADLINE_EXCEEDED; the app's (grpc-go
+				// resets the stream) reaches the client first now and
+				// then, as aopguard's 502, UNAVAILABLE.
+				if code := status.Code(err); code != codes.DeadlineExceeded && code != codes.Unavailable {
+					t.Errorf("Check error = %v, want DeadlineExceeded (or Unavailable)", err)
 				}
+				// Either way the app's handler is let go.
 				c := e.app.waitEnded(t, "hang/expires")
 				if c.deadline.IsZero() || c.err == nil {
 					t.Errorf("app's handler: deadline %v, context error %v; want both", c.deadline, c.err)
