@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ const (
 	DefaultListen          = ":8443"
 	DefaultAdmin           = "127.0.0.1:9090"
 	DefaultMode            = "require"
+	DefaultSignatures      = "any"
 	DefaultZoneCA          = "cloudflare"
 	DefaultMaxHeaderBytes  = 64 << 10
 	DefaultUpstreamTimeout = 60 * time.Second
@@ -44,6 +46,9 @@ type Config struct {
 	Admin    string
 	Upstream string
 	Mode     string
+	// ClientCertSignatures is "any" (default) or "post-quantum": the zone
+	// default of which client certificate signatures are accepted.
+	ClientCertSignatures string
 	// ZoneCA is CloudflareCA or a PEM bundle path.
 	ZoneCA       string
 	Certificates []KeyPair
@@ -91,7 +96,26 @@ type Config struct {
 
 	// ACME, when set, obtains and renews server certificates for Names.
 	ACME *ACME
+
+	// ProxyProtocol, when set, requires a PROXY protocol header from its
+	// trusted peers (load balancers) and takes the client's address from it.
+	ProxyProtocol *ProxyProtocol
+	// SessionTicketKeys is a file of shared session ticket keys ("": keys
+	// of the process's own, rotated daily).
+	SessionTicketKeys string
 }
+
+// ProxyProtocol configures PROXY protocol v1/v2 on the listener.
+type ProxyProtocol struct {
+	// Trusted are the peers that must send a header; a header from any
+	// other peer is refused.
+	Trusted []netip.Prefix
+	// Timeout bounds the wait for the header.
+	Timeout time.Duration
+}
+
+// DefaultProxyTimeout is proxy_protocol.timeout when not given.
+const DefaultProxyTimeout = 5 * time.Second
 
 // ACME configures certificates obtained from an ACME CA through certmagic.
 type ACME struct {
@@ -157,12 +181,14 @@ type KeyPair struct {
 
 // Host is a per-hostname policy. Empty fields inherit the zone's.
 type Host struct {
-	Name     string
-	CA       string
-	Mode     string
-	Upstream string
-	Allow    Allow
-	CRL      string
+	Name string
+	CA   string
+	Mode string
+	// ClientCertSignatures is "any", "post-quantum" or "" (the zone's).
+	ClientCertSignatures string
+	Upstream             string
+	Allow                Allow
+	CRL                  string
 }
 
 // Error is a configuration error at one key.
@@ -197,21 +223,22 @@ func (e *Error) Unwrap() error { return e.Err }
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	return &Config{
-		Listen:              DefaultListen,
-		Admin:               DefaultAdmin,
-		Mode:                DefaultMode,
-		ZoneCA:              DefaultZoneCA,
-		MaxHeaderBytes:      DefaultMaxHeaderBytes,
-		UpstreamTimeout:     DefaultUpstreamTimeout,
-		ShutdownTimeout:     DefaultShutdownTimeout,
-		HandshakeTimeout:    DefaultHandshakeTimout,
-		ReadyMinRequests:    DefaultReadyMinRequests,
-		AllowNoSNI:          true,
-		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
-		IdleTimeout:         DefaultIdleTimeout,
-		MaxConnections:      DefaultMaxConnections,
-		MaxHandshakes:       DefaultMaxHandshakes,
-		ReloadCheckInterval: DefaultReloadCheck,
+		Listen:               DefaultListen,
+		Admin:                DefaultAdmin,
+		Mode:                 DefaultMode,
+		ClientCertSignatures: DefaultSignatures,
+		ZoneCA:               DefaultZoneCA,
+		MaxHeaderBytes:       DefaultMaxHeaderBytes,
+		UpstreamTimeout:      DefaultUpstreamTimeout,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		HandshakeTimeout:     DefaultHandshakeTimout,
+		ReadyMinRequests:     DefaultReadyMinRequests,
+		AllowNoSNI:           true,
+		ReadHeaderTimeout:    DefaultReadHeaderTimeout,
+		IdleTimeout:          DefaultIdleTimeout,
+		MaxConnections:       DefaultMaxConnections,
+		MaxHandshakes:        DefaultMaxHandshakes,
+		ReloadCheckInterval:  DefaultReloadCheck,
 	}
 }
 
@@ -271,6 +298,7 @@ func (c *Config) resolve(dir string) {
 	}
 	c.CloudflareIPs = abs(c.CloudflareIPs)
 	c.CRL = abs(c.CRL)
+	c.SessionTicketKeys = abs(c.SessionTicketKeys)
 	if c.ACME != nil {
 		c.ACME.CARoot = abs(c.ACME.CARoot)
 		c.ACME.Storage = abs(c.ACME.Storage)
@@ -312,6 +340,9 @@ func (c *Config) Validate() error {
 	if !validMode(c.Mode) {
 		return bad("mode", "%q is not one of off, log-only, require", c.Mode)
 	}
+	if !validSignatures(c.ClientCertSignatures) {
+		return bad("client_cert_signatures", "%q is not one of any, post-quantum", c.ClientCertSignatures)
+	}
 	if c.ZoneCA == "" {
 		return bad("zone_ca", "must be %q or a PEM bundle path", CloudflareCA)
 	}
@@ -333,6 +364,9 @@ func (c *Config) Validate() error {
 		seen[n] = i
 		if h.Mode != "" && !validMode(h.Mode) {
 			return bad(key+".mode", "%q is not one of off, log-only, require", h.Mode)
+		}
+		if h.ClientCertSignatures != "" && !validSignatures(h.ClientCertSignatures) {
+			return bad(key+".client_cert_signatures", "%q is not one of any, post-quantum", h.ClientCertSignatures)
 		}
 		if h.Upstream != "" {
 			if err := CheckUpstream(h.Upstream); err != nil {
@@ -390,6 +424,14 @@ func (c *Config) Validate() error {
 			return bad("acme.check_interval", "must be at least 1s")
 		}
 	}
+	if pp := c.ProxyProtocol; pp != nil {
+		if len(pp.Trusted) == 0 {
+			return bad("proxy_protocol.trusted", "list the load balancers' addresses or CIDR ranges that send PROXY headers")
+		}
+		if pp.Timeout <= 0 || pp.Timeout > time.Minute {
+			return bad("proxy_protocol.timeout", "must be a duration between 1ms and 1m, such as 5s")
+		}
+	}
 	if c.MaxConnections < 1 {
 		return bad("max_connections", "must be at least 1")
 	}
@@ -413,6 +455,8 @@ func (c *Config) Validate() error {
 
 func validMode(m string) bool { return m == "off" || m == "log-only" || m == "require" }
 
+func validSignatures(s string) bool { return s == "any" || s == "post-quantum" }
+
 func checkAddr(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {
 		return fmt.Errorf("%q is not host:port (%v)", a, err)
@@ -421,14 +465,15 @@ func checkAddr(a string) error {
 }
 
 // CheckUpstream validates an upstream URL: http://host[:port],
-// https://host[:port] or unix:///absolute/path.sock.
+// https://host[:port], h2c://host[:port] (cleartext HTTP/2),
+// h2://host[:port] (HTTP/2 over TLS) or unix:///absolute/path.sock.
 func CheckUpstream(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
 		return fmt.Errorf("%q is not a URL: %v", s, err)
 	}
 	switch u.Scheme {
-	case "http", "https":
+	case "http", "https", "h2c", "h2":
 		if u.Host == "" {
 			return fmt.Errorf("%q has no host", s)
 		}
@@ -440,7 +485,7 @@ func CheckUpstream(s string) error {
 			return fmt.Errorf("%q: want unix:///absolute/path.sock", s)
 		}
 	default:
-		return fmt.Errorf("%q: scheme must be http, https or unix", s)
+		return fmt.Errorf("%q: scheme must be http, https, h2c, h2 or unix", s)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,6 +39,36 @@ func TestParseErrors(t *testing.T) {
 			name: "unknown top-level key",
 			in:   up + "bogus: 1\n",
 			key:  "bogus", line: 2, msg: "unknown key",
+		},
+		{
+			name: "proxy_protocol without trusted peers",
+			in:   up + "proxy_protocol:\n  timeout: 5s\n",
+			key:  "proxy_protocol.trusted", anyLine: true, msg: "list the load balancers",
+		},
+		{
+			name: "proxy_protocol trusted not a range",
+			in:   up + "proxy_protocol:\n  trusted: [10.0.0.0/8, balancer.internal]\n",
+			key:  "proxy_protocol.trusted[1]", line: 3, msg: `"balancer.internal" is not an IP address or CIDR range`,
+		},
+		{
+			name: "proxy_protocol trusted with host bits",
+			in:   up + "proxy_protocol:\n  trusted:\n    - 10.1.2.3/8\n",
+			key:  "proxy_protocol.trusted[0]", line: 4, msg: "did you mean 10.0.0.0/8?",
+		},
+		{
+			name: "proxy_protocol timeout too long",
+			in:   up + "proxy_protocol:\n  trusted: [10.0.0.0/8]\n  timeout: 5m\n",
+			key:  "proxy_protocol.timeout", line: 4, msg: "between 1ms and 1m",
+		},
+		{
+			name: "proxy_protocol unknown key",
+			in:   up + "proxy_protocol:\n  trust: [10.0.0.0/8]\n",
+			key:  "proxy_protocol.trust", line: 3, msg: "unknown key",
+		},
+		{
+			name: "session_ticket_keys not a string",
+			in:   up + "session_ticket_keys: [a, b]\n",
+			key:  "session_ticket_keys", line: 2, msg: "want a string",
 		},
 		{
 			name: "refresh URL not http",
@@ -135,6 +166,21 @@ func TestParseErrors(t *testing.T) {
 			key:  "mode", line: 1, msg: `"requir" is not one of`,
 		},
 		{
+			name: "bad zone client_cert_signatures",
+			in:   up + "client_cert_signatures: pq\n",
+			key:  "client_cert_signatures", line: 2, msg: `"pq" is not one of any, post-quantum`,
+		},
+		{
+			name: "bad host client_cert_signatures",
+			in:   up + "hosts:\n  - name: a.example.com\n    client_cert_signatures: ml-dsa\n",
+			key:  "hosts[0].client_cert_signatures", line: 4, msg: `"ml-dsa" is not one of any, post-quantum`,
+		},
+		{
+			name: "client_cert_signatures is a list",
+			in:   up + "client_cert_signatures: [post-quantum]\n",
+			key:  "client_cert_signatures", line: 2, msg: "want a string",
+		},
+		{
 			name: "hosts is a string",
 			in:   up + "hosts: x\n",
 			key:  "hosts", line: 2, msg: `want a list, got "x"`,
@@ -202,12 +248,22 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "ftp upstream",
 			in:   "upstream: ftp://x\n",
-			key:  "upstream", line: 1, msg: "scheme must be http, https or unix",
+			key:  "upstream", line: 1, msg: "scheme must be http, https, h2c, h2 or unix",
 		},
 		{
 			name: "host ftp upstream",
 			in:   up + "hosts:\n  - name: a.example.com\n    upstream: ftp://x\n",
-			key:  "hosts[0].upstream", line: 4, msg: "scheme must be http, https or unix",
+			key:  "hosts[0].upstream", line: 4, msg: "scheme must be http, https, h2c, h2 or unix",
+		},
+		{
+			name: "h2c upstream without host",
+			in:   "upstream: h2c://\n",
+			key:  "upstream", line: 1, msg: `"h2c://" has no host`,
+		},
+		{
+			name: "host h2 upstream with query",
+			in:   up + "hosts:\n  - name: a.example.com\n    mode: require\n    upstream: h2://app:443/?x=1\n",
+			key:  "hosts[0].upstream", line: 5, msg: "query or fragment",
 		},
 		{
 			name: "upstream without scheme",
@@ -373,6 +429,7 @@ listen: "0.0.0.0:443"
 admin: "127.0.0.1:9191"
 upstream: http://127.0.0.1:8080
 mode: log-only
+client_cert_signatures: any
 zone_ca: ca/zone.pem
 certificates:
   - cert: tls/origin.pem
@@ -383,6 +440,7 @@ hosts:
   - name: shop.example.com
     ca: ca/shop.pem
     mode: require
+    client_cert_signatures: post-quantum
     upstream: unix://run/shop.sock
   - name: "*.api.example.com"
     mode: "off"
@@ -416,6 +474,10 @@ cloudflare_ips_refresh:
   urls: [https://www.cloudflare.com/ips-v4, https://www.cloudflare.com/ips-v6]
   interval: 12h
 ready_min_requests: 20
+proxy_protocol:
+  trusted: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
+  timeout: 2s
+session_ticket_keys: secrets/tickets.keys
 `
 
 func TestParseFull(t *testing.T) {
@@ -425,18 +487,19 @@ func TestParseFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &config.Config{
-		File:     testFile,
-		Listen:   "0.0.0.0:443",
-		Admin:    "127.0.0.1:9191",
-		Upstream: "http://127.0.0.1:8080",
-		Mode:     "log-only",
-		ZoneCA:   inDir("ca", "zone.pem"),
+		File:                 testFile,
+		Listen:               "0.0.0.0:443",
+		Admin:                "127.0.0.1:9191",
+		Upstream:             "http://127.0.0.1:8080",
+		Mode:                 "log-only",
+		ClientCertSignatures: "any",
+		ZoneCA:               inDir("ca", "zone.pem"),
 		Certificates: []config.KeyPair{
 			{Cert: inDir("tls", "origin.pem"), Key: "/secrets/origin.key"},
 			{Cert: "/tls/second.pem", Key: inDir("tls", "second.key")},
 		},
 		Hosts: []config.Host{
-			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", Upstream: "unix://" + inDir("run", "shop.sock")},
+			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", ClientCertSignatures: "post-quantum", Upstream: "unix://" + inDir("run", "shop.sock")},
 			{Name: "*.api.example.com", Mode: "off", Upstream: "https://10.0.0.2:8443"},
 			{Name: "Legacy.Example.com.", CA: "/etc/pki/legacy.pem", Upstream: "unix:///var/run/legacy.sock"},
 			{Name: "plain.example.com", CRL: inDir("crl", "plain.crl"), Allow: config.Allow{
@@ -463,6 +526,10 @@ func TestParseFull(t *testing.T) {
 			Interval: 12 * time.Hour,
 		},
 		ReadyMinRequests: 20,
+		ProxyProtocol: &config.ProxyProtocol{Trusted: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
+		}, Timeout: 2 * time.Second},
+		SessionTicketKeys: inDir("secrets", "tickets.keys"),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full) =\n%+v\nwant\n%+v", got, want)
@@ -706,6 +773,14 @@ func TestCheckUpstream(t *testing.T) {
 		{"https://backend.internal", true},
 		{"http://backend/prefix", true},
 		{"unix:///run/app.sock", true},
+		{"h2c://127.0.0.1:50051", true},
+		{"h2://app:443", true},
+		{"h2://app.internal", true},
+		{"h2c://", false},
+		{"h2:///path", false},
+		{"h2c://h:1/?q=1", false},
+		{"h3://app:443", false},
+		{"grpc://app:443", false},
 		{"http://", false},
 		{"https:///path", false},
 		{"http://h/?q=1", false},
@@ -749,5 +824,21 @@ func TestErrorFormat(t *testing.T) {
 		if !errors.Is(&tt.e, inner) {
 			t.Errorf("%q does not unwrap to its cause", tt.want)
 		}
+	}
+}
+
+// TestParseH2Upstreams: HTTP/2 upstreams, for the zone and per host, are
+// kept as written.
+func TestParseH2Upstreams(t *testing.T) {
+	t.Parallel()
+	in := "upstream: h2c://127.0.0.1:50051\nhosts:\n  - name: grpc.example.com\n    upstream: h2://app:443\n  - name: web.example.com\n    upstream: http://127.0.0.1:8080\n"
+	c, err := config.Parse([]byte(in), testFile, testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{c.Upstream, c.Hosts[0].Upstream, c.Hosts[1].Upstream}
+	want := []string{"h2c://127.0.0.1:50051", "h2://app:443", "http://127.0.0.1:8080"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("upstreams = %q, want %q", got, want)
 	}
 }

@@ -4,9 +4,10 @@
 //
 //	aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
-//	aopguard status [--admin ADDR] [--json]
+//	aopguard status [--config FILE | --admin ADDR | --prometheus URL] [--json] [-v]
 //	aopguard check --origin ADDR --host NAME [--client-cert FILE --client-key FILE] [--expect require|log-only] [--json]
 //	aopguard certs ca|client|payload|inspect [flags]
+//	aopguard cloudflare audit|apply|rotate [flags]
 //	aopguard version
 package main
 
@@ -41,6 +42,9 @@ Usage:
   aopguard check [flags]  probe a deployed origin as an attacker and as Cloudflare would
   aopguard certs CMD      make a private AOP CA and client certificates, the upload
                           JSON for Cloudflare, or inspect certificates
+  aopguard cloudflare CMD
+                          audit, apply or rotate Authenticated Origin Pulls at
+                          Cloudflare (API token in CLOUDFLARE_API_TOKEN)
   aopguard version        print the version
 
 Run "aopguard COMMAND -h" for a command's flags.
@@ -60,6 +64,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return checkCommand(args[1:], stdout, stderr)
 	case "certs":
 		return certsCommand(args[1:], stdout, stderr)
+	case "cloudflare":
+		return cloudflareCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "aopguard %s\n", versionString())
 		return exitOK
