@@ -11,13 +11,22 @@ GOBIN       := $(shell $(GO) env GOPATH)/bin
 FUZZTIME    ?= 10s
 # package:target pairs run by `make fuzz`.
 FUZZ        := config:FuzzParse certs:FuzzParseBundle tlsconfig:FuzzAllowRules \
-               proxy:FuzzRewriteHeaders proxy:FuzzHostOnly
+               proxy:FuzzRewriteHeaders proxy:FuzzHostOnly internal/h1:FuzzServer
+# GOOS/GOARCH pairs `make cross` builds (certs and check run on laptops).
+CROSS       := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
-.PHONY: build test lint fuzz soak bench clean
+.PHONY: build cross test lint fuzz soak bench clean
 
 ## build: a static aopguard binary in ./aopguard
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o aopguard ./cmd/aopguard
+
+## cross: build every package for each of CROSS (static, no cgo)
+cross:
+	@set -e; for p in $(CROSS); do \
+	  echo "build $$p"; \
+	  CGO_ENABLED=0 GOOS=$${p%%/*} GOARCH=$${p#*/} $(GO) build -trimpath ./...; \
+	done
 
 ## test: vet, then every test with the race detector
 test:

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/cfips"
+	"github.com/aopguard/aopguard/internal/h1"
 	"github.com/aopguard/aopguard/internal/testpki"
 	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/rollout"
@@ -206,7 +207,7 @@ func newBenchProxy(b *testing.B, upstreamURL string, serve bool) *benchProxy {
 		b.Cleanup(func() { bp.ln.Close() })
 		return bp
 	}
-	srv := NewServer(bp.handler, ServerOptions{MaxHeaderBytes: maxHeaderBytes, ReadHeaderTimeout: guard, IdleTimeout: 120 * time.Second})
+	srv := h1.NewServer(h1.Options{Handler: bp.handler, ConnContext: ConnContext, MaxHeaderBytes: maxHeaderBytes, ReadHeaderTimeout: guard, IdleTimeout: 120 * time.Second})
 	go srv.Serve(bp.ln)
 	b.Cleanup(func() { srv.Close() })
 	return bp

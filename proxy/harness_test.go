@@ -28,6 +28,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/aopguard/aopguard/internal/h1"
 	"github.com/aopguard/aopguard/internal/testpki"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
@@ -364,7 +365,7 @@ type harness struct {
 	verifies *counters // host|mode|result|action
 	requests *counters // host|class; also duration|host, upstream|host and upstream_error|host|kind
 	observed chan RequestInfo
-	srv      *Server
+	srv      *h1.Server
 }
 
 // meters is a fake Meters keeping everything in the harness's counters:
@@ -432,12 +433,16 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	}
 	h.addr = ln.Addr().String()
 	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{Source: cfg.source})
-	srv := NewServer(NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
+	handler := NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
 		select {
 		case h.observed <- ri:
 		default: // a test that does not read them
 		}
-	}}), ServerOptions{
+	}})
+	srv := h1.NewServer(h1.Options{
+		Handler:           handler,
+		ConnContext:       ConnContext,
+		Refused:           handler.Refused,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ReadHeaderTimeout: cmp.Or(cfg.readHeaderTimeout, guard),
 		IdleTimeout:       cmp.Or(cfg.idleTimeout, 120*time.Second),
@@ -614,3 +619,15 @@ func cas(cs ...*testpki.Cert) []*x509.Certificate {
 }
 
 func discardLogger() zerolog.Logger { return zerolog.New(io.Discard) }
+
+// waitFor polls cond until it holds, failing the test after guard.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

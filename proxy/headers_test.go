@@ -204,3 +204,38 @@ func TestConnectionHeaderCannotDropVerifyHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardedLookalikesDropped: headers that differ from the ones
+// aopguard sets only by '_' or case (X_Forwarded_For, X-Forwarded_Proto,
+// forwarded, ...) never reach the app, over HTTP/1.1 and HTTP/2: an app
+// that reads headers CGI-style would take them for the real ones.
+func TestForwardedLookalikesDropped(t *testing.T) {
+	pki, h, up := headerHarness(t)
+	forged := http.Header{
+		"X_Forwarded_For":   {"6.6.6.6"},
+		"X-Forwarded_Proto": {"http"},
+		"X_forwarded_host":  {"evil.example"},
+		"X-FORWARDED-FOR":   {"6.6.6.6"},
+		"X_Real_Ip":         {"6.6.6.6"},
+		"Forwarded":         {"for=6.6.6.6"},
+		"forwarded":         {"for=6.6.6.6"},
+	}
+	for _, proto := range protocols {
+		t.Run(proto.name, func(t *testing.T) {
+			c, _ := h.client(t, clientOpts{sni: "log.example.com", cert: pki.clientA, h2: proto.h2})
+			path := "/lookalikes/" + proto.name
+			if res := get(t, c, "GET", "https://log.example.com"+path, "", forged); res.status != http.StatusOK {
+				t.Fatalf("status %d, want 200", res.status)
+			}
+			for k, v := range up.one(t, path).Header {
+				for _, ours := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip", "Forwarded"} {
+					if foldEqual(k, ours) && (k != ours || slices.ContainsFunc(v, func(s string) bool {
+						return s == "http" || s == "evil.example" || s == "for=6.6.6.6" || s == "6.6.6.6"
+					})) {
+						t.Errorf("app received the client's %s: %q", k, v)
+					}
+				}
+			}
+		})
+	}
+}

@@ -36,6 +36,12 @@ func TestHostOnly(t *testing.T) {
 		{"[::1]x", "", false},
 		{"[:]", "", false}, // found by FuzzHostOnly
 		{"[a.b]:443", "", false},
+		// Empty labels: nginx refuses them; a wildcard would match them.
+		{"other.example.com..", "", false},
+		{"other.example.com..:443", "", false},
+		{"a..b", "", false},
+		{".a.b", "", false},
+		{".", "", false},
 	}
 	for _, tt := range tests {
 		got, ok := hostOnly(tt.in)

@@ -1,8 +1,12 @@
 // Package proxy moves admitted requests to the app. It judges each request
-// under the policy its Host header selects (re-checking the connection's
-// client certificate when that differs from the policy the handshake was
-// judged under), replaces the verification headers a client may have
-// forged with the real verdict, and forwards with httputil.ReverseProxy.
+// under the policy its Host header (or absolute-form target) selects
+// (re-checking the connection's client certificate when that differs from
+// the policy the handshake was judged under), replaces the headers a
+// client may have forged (verification, visitor address, X-Forwarded-*)
+// with the real ones, forwards with httputil.ReverseProxy, and writes the
+// access line. The HTTP engine under it, server and upstream transport,
+// is package internal/h1, which knows nothing of policies: the connection
+// reaches the Handler through the request context (ConnContext).
 package proxy
 
 import (
@@ -19,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/cfips"
+	"github.com/aopguard/aopguard/internal/h1"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -123,7 +128,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host, ok := hostOnly(r.Host)
 	if !ok {
 		// A Host that is not host[:port] could be read differently by the
-		// app than by our policy match: refuse rather than guess.
+		// app than by our policy match: refuse rather than guess, and
+		// close, as for any malformed request.
+		w.Header().Set("Connection", "close")
 		http.Error(w, "400 bad request: malformed Host header", http.StatusBadRequest)
 		h.log.Info().Str("host", Clip(r.Host)).Str("remote", r.RemoteAddr).Str("sni", Clip(ci.SNI)).Int("status", http.StatusBadRequest).Msg("request")
 		return
@@ -198,6 +205,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Refused writes the access line of a request the HTTP engine refused
+// before it reached ServeHTTP (a malformed head, an unsupported framing);
+// it is the h1.Options.Refused hook.
+func (h *Handler) Refused(r h1.Refusal) {
+	e := h.log.Info()
+	if r.Request != nil {
+		e = e.Str("host", Clip(r.Request.Host)).Str("remote", r.Request.RemoteAddr).Str("proto", r.Request.Proto).
+			Str("method", Clip(r.Request.Method)).Str("path", Clip(r.Request.URL.Path))
+	} else if r.Conn != nil {
+		e = e.Str("remote", r.Conn.RemoteAddr().String())
+	}
+	if ci := tlsconfig.Info(r.Conn); ci != nil {
+		e = e.Str("sni", Clip(ci.SNI)).Str("source", ci.Source)
+	}
+	e.Int("status", r.Status).Str("reason", "refused_request").Str("detail", r.Reason).Msg("request")
+}
+
 // forward runs ReverseProxy and reports whether it aborted the response
 // (a body copy failed midway), so the request still gets its access line.
 func forward(rp http.Handler, w http.ResponseWriter, r *http.Request) (aborted bool) {
@@ -264,7 +288,7 @@ func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.
 func rewriteHeaders(h http.Header, v tlsconfig.Verdict, cfMode, trusted bool) {
 	for k := range h {
 		switch {
-		case ours(k), foldEqual(k, headerRealIP):
+		case ours(k), foldEqual(k, headerRealIP), forwardedLookalike(k):
 			delete(h, k)
 		case cfMode && !trusted && (hasFoldPrefix(k, "Cf-") || hasFoldPrefix(k, "Cf_") || foldEqual(k, "True-Client-Ip")):
 			delete(h, k)
@@ -298,6 +322,21 @@ func ours(k string) bool {
 		return false
 	}
 	return foldEqual(k, HeaderVerify) || foldEqual(k[:len(headerCertPrefix)], headerCertPrefix)
+}
+
+// forwardedLookalike reports a header name that differs from one
+// ReverseProxy sets (X-Forwarded-For, -Host, -Proto, and Forwarded, which
+// it removes) only by case or '_': ReverseProxy replaces the exact names,
+// but an app that reads headers CGI-style (HTTP_X_FORWARDED_FOR) would
+// take X_Forwarded_For for the real one.
+func forwardedLookalike(k string) bool {
+	switch len(k) {
+	case len("X-Forwarded-For"), len("X-Forwarded-Host"), len("X-Forwarded-Proto"):
+		return foldEqual(k, "X-Forwarded-For") || foldEqual(k, "X-Forwarded-Host") || foldEqual(k, "X-Forwarded-Proto")
+	case len("Forwarded"):
+		return foldEqual(k, "Forwarded")
+	}
+	return false
 }
 
 // headerRealIP carries a trusted visitor address from the handler to the
@@ -352,10 +391,13 @@ func hostOnly(h string) (string, bool) {
 	}
 	switch strings.Count(h, ":") {
 	case 0:
+		if !validName(h) {
+			return "", false
+		}
 		return h, true
 	case 1:
 		i := strings.IndexByte(h, ':')
-		if !validPort(h[i:]) {
+		if !validPort(h[i:]) || !validName(h[:i]) {
 			return "", false
 		}
 		return h[:i], true
@@ -364,6 +406,17 @@ func hostOnly(h string) (string, bool) {
 		return h, true
 	}
 	return "", false
+}
+
+// validName refuses empty labels, which nginx refuses too: a leading
+// dot, two dots in a row ("a.example.com.." would match the zone under a
+// wildcard here, and an app that trims dots would take it for another
+// host), a lone dot. One trailing dot (the root) is a valid name.
+func validName(h string) bool {
+	if h == "" {
+		return true // no Host: the server name decides
+	}
+	return h[0] != '.' && !strings.Contains(h, "..")
 }
 
 // validPort accepts "" or ":" followed by up to five digits.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/aopguard/aopguard/internal/h1"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -24,7 +26,7 @@ type Upstreams struct {
 	h2     h2Upstreams // the HTTP/2 ones (h2c://, h2://), under mu too
 
 	mu         sync.Mutex
-	transports map[string]*transport
+	transports map[string]*h1.Transport
 }
 
 // Observer is the one method of a histogram the proxy needs.
@@ -46,7 +48,7 @@ type Meters interface {
 
 // NewUpstreams returns a Routes builder; meters may be nil.
 func NewUpstreams(log zerolog.Logger, meters Meters) *Upstreams {
-	return &Upstreams{log: log, meters: meters, transports: map[string]*transport{}}
+	return &Upstreams{log: log, meters: meters, transports: map[string]*h1.Transport{}}
 }
 
 var classes = [6]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -101,7 +103,7 @@ func (u *Upstreams) Prune(rt *Routes) {
 	defer u.mu.Unlock()
 	for k, t := range u.transports {
 		if !used[k] {
-			t.close()
+			t.Close()
 			delete(u.transports, k)
 		}
 	}
@@ -152,7 +154,7 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 // on first use. It speaks HTTP/1.1 with keep-alive (over TLS for https),
 // forwards Accept-Encoding as the client sent it, and never goes through
 // an environment proxy.
-func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *transport {
+func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration) *h1.Transport {
 	key := transportKey(raw, timeout)
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -167,9 +169,22 @@ func (u *Upstreams) transport(raw string, target *url.URL, timeout time.Duration
 		}
 		addr = net.JoinHostPort(target.Hostname(), port)
 	}
-	t := newTransport(target.Scheme, addr, target.Hostname(), timeout)
+	t := h1.NewTransport(transportOptions(target.Scheme, addr, target.Hostname(), timeout))
 	u.transports[key] = t
 	return t
+}
+
+// transportOptions dial an upstream URL scheme ("http", "https" or
+// "unix"); addr is host:port or the socket path.
+func transportOptions(scheme, addr, serverName string, timeout time.Duration) h1.TransportOptions {
+	o := h1.TransportOptions{Network: "tcp", Address: addr, ResponseHeaderTimeout: timeout}
+	switch scheme {
+	case "unix":
+		o.Network = "unix"
+	case "https":
+		o.TLS = &tls.Config{ServerName: serverName, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	}
+	return o
 }
 
 // copyBufferSize is the size of ReverseProxy's copy buffers.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/config"
+	"github.com/aopguard/aopguard/internal/h1"
 	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/proxy"
 	"github.com/aopguard/aopguard/rollout"
@@ -175,7 +176,11 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		ACMETLS:          a.servers.acmeTLS(),
 		ProxyProtocol:    proxyProtocol(cfg.ProxyProtocol),
 	})
-	srv := proxy.NewServer(proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}), proxy.ServerOptions{
+	handler := proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest})
+	srv := h1.NewServer(h1.Options{
+		Handler:           handler,
+		ConnContext:       proxy.ConnContext,
+		Refused:           handler.Refused,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,

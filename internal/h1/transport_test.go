@@ -1,8 +1,9 @@
-package proxy
+package h1
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -63,11 +64,11 @@ func (a *appServer) closeIdle() int {
 	return n
 }
 
-func (a *appServer) transport() *transport {
-	return newTransport("http", strings.TrimPrefix(a.srv.URL, "http://"), "", guard)
+func (a *appServer) transport() *Transport {
+	return NewTransport(TransportOptions{Network: "tcp", Address: strings.TrimPrefix(a.srv.URL, "http://"), ResponseHeaderTimeout: guard})
 }
 
-func roundTrip(t *testing.T, tr *transport, method, path, body string) (int, string) {
+func roundTrip(t *testing.T, tr *Transport, method, path, body string) (int, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -164,7 +165,7 @@ func TestTransportHeaderTimeout(t *testing.T) {
 	release := make(chan struct{})
 	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) { <-release })
 	defer close(release)
-	tr := newTransport("http", strings.TrimPrefix(app.srv.URL, "http://"), "", 50*time.Millisecond)
+	tr := NewTransport(TransportOptions{Network: "tcp", Address: strings.TrimPrefix(app.srv.URL, "http://"), ResponseHeaderTimeout: 50 * time.Millisecond})
 	req, _ := http.NewRequest("GET", "http://app.example.com/", nil)
 	_, err := tr.RoundTrip(req)
 	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
@@ -185,18 +186,6 @@ func TestTransportHeaderTimeout(t *testing.T) {
 		}
 	case <-time.After(guard):
 		t.Fatal("RoundTrip still waiting after its context was cancelled")
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after guard.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(guard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -301,7 +290,7 @@ func TestTransportStrayBytesTLS(t *testing.T) {
 	app.TLS = &tls.Config{DynamicRecordSizingDisabled: true}
 	app.StartTLS()
 	t.Cleanup(app.Close)
-	tr := newTransport("https", strings.TrimPrefix(app.URL, "https://"), "", guard)
+	tr := NewTransport(TransportOptions{Network: "tcp", Address: strings.TrimPrefix(app.URL, "https://"), TLS: &tls.Config{}, ResponseHeaderTimeout: guard})
 	cfg := app.Client().Transport.(*http.Transport).TLSClientConfig
 	tr.dial = func(ctx context.Context) (net.Conn, error) {
 		return tls.Dial("tcp", strings.TrimPrefix(app.URL, "https://"), cfg)
@@ -332,5 +321,55 @@ func TestTransportStrayBytesTLS(t *testing.T) {
 		if code, body := roundTrip(t, tr, "GET", "/", ""); code != 200 || body != "real" {
 			t.Errorf("after a %d-byte body with stray bytes: %d %q, want real", size, code, body)
 		}
+	}
+}
+
+// TestTransportCancelledDoesNotDial: a request whose context is done (an
+// HTTP/2 stream the client reset) never makes the transport dial.
+func TestTransportCancelledDoesNotDial(t *testing.T) {
+	var dials atomic.Int32
+	tr := NewTransport(TransportOptions{Dial: func(ctx context.Context) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("dialed")
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://app.example.com/", nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.Canceled) {
+		t.Errorf("RoundTrip: %v, want context.Canceled", err)
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("dialed %d times for a cancelled request", n)
+	}
+}
+
+// TestTransportRefusesBadTrailer: a trailer whose name is not a token
+// (net/textproto keeps "X-T " as a name) fails the body's end, and the
+// connection is not reused.
+func TestTransportRefusesBadTrailer(t *testing.T) {
+	app := newAppServer(t, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T : 1\r\n\r\n")
+		brw.Flush()
+	})
+	tr := app.transport()
+	req, _ := http.NewRequest("GET", "http://app.example.com/", nil)
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(res.Body)
+	res.Body.Close()
+	if err == nil || !strings.Contains(err.Error(), "trailer") {
+		t.Errorf("body read: %v, want an invalid trailer error", err)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.idle) != 0 {
+		t.Errorf("the connection went back to the pool")
 	}
 }

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,13 +19,13 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// transport is the http.RoundTripper ReverseProxy uses for one upstream: a
-// pool of persistent HTTP/1.1 connections, each used by one request at a
-// time in the caller's goroutine. http.Transport hands every request to two
+// Transport is an http.RoundTripper for one upstream: a pool of
+// persistent HTTP/1.1 connections, each used by one request at a time in
+// the caller's goroutine. http.Transport hands every request to two
 // goroutines per connection and back through channels; for a sidecar that
 // talks to one app over loopback, that hand-off was the largest part of
 // the proxy's cost per request.
-type transport struct {
+type Transport struct {
 	dial           func(ctx context.Context) (net.Conn, error)
 	headerTimeout  time.Duration // for the response head; 0: none
 	maxHeaderBytes int64
@@ -35,6 +34,23 @@ type transport struct {
 	idle   []*upConn // most recently used last
 	closed bool
 	reaper *time.Timer // armed while idle is not empty
+}
+
+// TransportOptions configure a Transport.
+type TransportOptions struct {
+	// Network and Address are dialed for each new connection ("tcp" and
+	// host:port, or "unix" and a socket path).
+	Network, Address string
+	// TLS, if set, makes connections TLS clients with this configuration
+	// (its NextProtos should offer only "http/1.1").
+	TLS *tls.Config
+	// Dial, if set, replaces dialing Network and Address (and TLS).
+	Dial func(ctx context.Context) (net.Conn, error)
+	// ResponseHeaderTimeout bounds the wait for a response head after
+	// the request was sent, and each write of its body (0: none).
+	ResponseHeaderTimeout time.Duration
+	// MaxResponseHeaderBytes bounds a response head (default 1 MiB).
+	MaxResponseHeaderBytes int64
 }
 
 // Bounds of the upstream pool.
@@ -48,25 +64,27 @@ const (
 // upConn is one upstream connection with its buffers.
 type upConn struct {
 	net.Conn
-	lr        limitReader
+	lr        headReader
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
 	reused    bool
+	interrupt func() // ends a read in progress; made once, for every request's cancellation
 }
 
-// newTransport returns a transport for the upstream URL scheme ("http",
-// "https" or "unix"); addr is host:port or the socket path.
-func newTransport(scheme, addr, serverName string, headerTimeout time.Duration) *transport {
+// NewTransport returns a Transport.
+func NewTransport(opts TransportOptions) *Transport {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	t := &transport{headerTimeout: headerTimeout, maxHeaderBytes: 1 << 20}
-	switch scheme {
-	case "unix":
-		t.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", addr) }
-	case "https":
-		cfg := &tls.Config{ServerName: serverName, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	t := &Transport{headerTimeout: opts.ResponseHeaderTimeout, maxHeaderBytes: opts.MaxResponseHeaderBytes, dial: opts.Dial}
+	if t.maxHeaderBytes <= 0 {
+		t.maxHeaderBytes = 1 << 20
+	}
+	network, addr, cfg := opts.Network, opts.Address, opts.TLS
+	switch {
+	case t.dial != nil:
+	case cfg != nil:
 		t.dial = func(ctx context.Context) (net.Conn, error) {
-			raw, err := d.DialContext(ctx, "tcp", addr)
+			raw, err := d.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
@@ -80,7 +98,7 @@ func newTransport(scheme, addr, serverName string, headerTimeout time.Duration) 
 			return c, nil
 		}
 	default:
-		t.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+		t.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, network, addr) }
 	}
 	return t
 }
@@ -89,7 +107,7 @@ func newTransport(scheme, addr, serverName string, headerTimeout time.Duration) 
 // fresh). A pooled connection is reused only if nothing has arrived on it
 // since its last response: neither the app's close nor stray bytes, which
 // would otherwise be read as the next request's response.
-func (t *transport) get(ctx context.Context, fresh bool) (*upConn, error) {
+func (t *Transport) get(ctx context.Context, fresh bool) (*upConn, error) {
 	for !fresh {
 		t.mu.Lock()
 		n := len(t.idle)
@@ -110,14 +128,15 @@ func (t *transport) get(ctx context.Context, fresh bool) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc := &upConn{Conn: c, lr: limitReader{r: c, n: -1}}
+	pc := &upConn{Conn: c, lr: headReader{r: c, n: -1}}
 	pc.br = bufio.NewReaderSize(&pc.lr, 4<<10)
+	pc.interrupt = func() { pc.SetReadDeadline(time.Unix(1, 0)) }
 	pc.bw = bufio.NewWriterSize(c, 4<<10)
 	return pc, nil
 }
 
 // put returns a connection whose exchange completed cleanly to the pool.
-func (t *transport) put(pc *upConn) {
+func (t *Transport) put(pc *upConn) {
 	pc.idleSince = time.Now()
 	pc.reused = true
 	t.mu.Lock()
@@ -140,7 +159,7 @@ var reapEvery = 2 * time.Second
 
 // reap closes the pooled connections the app closed, sent stray bytes on,
 // or that idled past idleUpstreamFor, and re-arms itself while any remain.
-func (t *transport) reap() {
+func (t *Transport) reap() {
 	now := time.Now()
 	var drop []*upConn
 	t.mu.Lock()
@@ -167,7 +186,7 @@ func (t *transport) reap() {
 
 // CloseIdleConnections closes every pooled connection; the transport
 // stays usable.
-func (t *transport) CloseIdleConnections() {
+func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
@@ -177,50 +196,13 @@ func (t *transport) CloseIdleConnections() {
 	}
 }
 
-// close retires the transport (its upstream left the configuration):
-// pooled connections are closed now, those in use when they come back.
-func (t *transport) close() {
+// Close retires the transport (its upstream is no longer used): pooled
+// connections are closed now, those in use when they come back.
+func (t *Transport) Close() {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
 	t.CloseIdleConnections()
-}
-
-// quiet reports, without blocking or consuming anything, whether nothing
-// is readable on an idle connection: no close from the app, no stray
-// bytes. For TLS the check looks at the socket under it: an idle TLS
-// connection has nothing to say either (its session tickets arrived
-// before the first response).
-func quiet(c net.Conn) bool {
-	if tc, ok := c.(*tls.Conn); ok {
-		// First what crypto/tls has already read and decrypted: with an
-		// expired deadline a read returns it, or times out at once
-		// without touching the socket (and a timeout is not sticky).
-		var b [1]byte
-		tc.SetReadDeadline(time.Unix(1, 0))
-		n, err := tc.Read(b[:])
-		tc.SetReadDeadline(time.Time{})
-		if ne, ok := errors.AsType[net.Error](err); n > 0 || !ok || !ne.Timeout() {
-			return false
-		}
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	quiet := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		quiet = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true
-	})
-	return err == nil && quiet
 }
 
 // RoundTrip sends req on a pooled connection and returns the response
@@ -230,14 +212,25 @@ func quiet(c net.Conn) bool {
 // connection: when it could not be sent whole, or when no byte of an
 // answer came back and the request is one a client may repeat (GET, HEAD,
 // OPTIONS, TRACE without a body, or one with an Idempotency-Key).
-func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !httpguts.ValidHostHeader(req.Host) {
 		return nil, fmt.Errorf("invalid Host %q", req.Host)
 	}
+	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		pc, err := t.get(req.Context(), attempt > 0)
+		if err := ctx.Err(); err != nil {
+			// The client is gone (an HTTP/2 stream reset, say): nothing
+			// to send, and above all no connection to dial for it.
+			return nil, err
+		}
+		pc, err := t.get(ctx, attempt > 0)
 		if err != nil {
 			return nil, err
+		}
+		if ctx.Err() != nil {
+			// Cancelled while dialing: the connection is clean, keep it.
+			t.put(pc)
+			return nil, ctx.Err()
 		}
 		res, err := t.exchange(pc, req)
 		if err == nil {
@@ -278,7 +271,7 @@ func (e *retryableError) Error() string { return e.err.Error() }
 func (e *retryableError) Unwrap() error { return e.err }
 
 // exchange writes req on pc and reads the response head.
-func (t *transport) exchange(pc *upConn, req *http.Request) (*http.Response, error) {
+func (t *Transport) exchange(pc *upConn, req *http.Request) (*http.Response, error) {
 	if err := writeRequest(pc, req, t.headerTimeout); err != nil {
 		if !errors.Is(err, errBodyWrite) {
 			return nil, &retryableError{err: err, unsent: true}
@@ -303,12 +296,12 @@ func (t *transport) exchange(pc *upConn, req *http.Request) (*http.Response, err
 		pc.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	ctx := req.Context()
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		// HTTP/2 streams can be cancelled by the client: stop waiting
-		// for the app then, for the head or the body. (HTTP/1.1 requests
-		// come with a context that is never cancelled.)
-		stop = context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
+	// A client that goes away cancels its request: stop waiting for the
+	// app then, for the head or the body; closing the connection tells
+	// the app.
+	stop := afterDone(ctx, pc.interrupt)
+	if stop == nil {
+		stop = func() bool { return true }
 	}
 	res, err := t.readHead(pc, req)
 	if err == nil && ctx.Err() != nil {
@@ -348,25 +341,38 @@ func (timeoutError) Temporary() bool { return true }
 // readHead reads the final response head, passing informational (1xx)
 // responses to the request's httptrace.ClientTrace, which is how
 // ReverseProxy forwards them.
-func (t *transport) readHead(pc *upConn, req *http.Request) (*http.Response, error) {
+func (t *Transport) readHead(pc *upConn, req *http.Request) (*http.Response, error) {
 	trace := httptrace.ContextClientTrace(req.Context())
 	for n := 0; ; n++ {
-		pc.lr.n = t.maxHeaderBytes
 		buffered := pc.br.Buffered()
+		pc.lr.start(pc.br, t.maxHeaderBytes)
 		res, err := http.ReadResponse(pc.br, req)
+		left := pc.lr.n
+		facts := scanHead(pc.lr.stop(pc.br))
+		pc.lr.release()
 		if err != nil {
-			if pc.lr.n == 0 {
+			if left == 0 {
 				return nil, fmt.Errorf("upstream response head exceeds %d bytes", t.maxHeaderBytes)
 			}
 			// ReadResponse reports a connection that ended before the
 			// first byte as ErrUnexpectedEOF too: count the bytes.
-			nothing := n == 0 && buffered == 0 && pc.lr.n == t.maxHeaderBytes
+			nothing := n == 0 && buffered == 0 && left == t.maxHeaderBytes
 			if nothing && (err == io.EOF || err == io.ErrUnexpectedEOF || errors.Is(err, syscall.ECONNRESET)) {
 				return nil, &retryableError{err: err}
 			}
 			return nil, err
 		}
-		pc.lr.n = -1
+		if msg := facts.framingError(res.ProtoMinor); msg != "" {
+			// nginx answers 502 to each; a lenient parser further
+			// down could read such a response differently.
+			return nil, fmt.Errorf("upstream response: %s", msg)
+		}
+		if k := badFieldName(res.Header); k != "" {
+			// RFC 9112 5.1: no whitespace between a field name and its
+			// colon; net/textproto keeps "Content-Length " as a name of
+			// its own, which would reach the client.
+			return nil, fmt.Errorf("upstream response: invalid header name %q", clip(k))
+		}
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			if req.Header.Get("Upgrade") == "" {
 				return nil, errors.New("upstream switched protocols unasked")
@@ -377,7 +383,7 @@ func (t *transport) readHead(pc *upConn, req *http.Request) (*http.Response, err
 		}
 		if res.StatusCode >= 200 {
 			pc.SetReadDeadline(time.Time{})
-			res.Body = &upBody{t: t, pc: pc, body: res.Body, keep: !res.Close && !req.Close, stop: func() bool { return true }}
+			res.Body = &upBody{t: t, pc: pc, res: res, body: res.Body, keep: !res.Close && !req.Close, stop: func() bool { return true }}
 			return res, nil
 		}
 		if n == max1xx {
@@ -449,8 +455,8 @@ func writeRequest(pc *upConn, req *http.Request, timeout time.Duration) error {
 // the body's reader filled in at its end).
 func writeBody(pc *upConn, req *http.Request, chunked bool, timeout time.Duration) error {
 	bw := pc.bw
-	buf := buffers.Get().(*[copyBufferSize]byte)
-	defer buffers.Put(buf)
+	buf := copyBuffers.Get().(*[copyBufferSize]byte)
+	defer copyBuffers.Put(buf)
 	var body io.Reader = req.Body
 	if !chunked {
 		body = io.LimitReader(req.Body, req.ContentLength)
@@ -489,6 +495,10 @@ func writeBody(pc *upConn, req *http.Request, chunked bool, timeout time.Duratio
 		}
 		return nil
 	}
+	if k := badFieldName(req.Trailer); k != "" {
+		// Cut off rather than terminated: the app never sees a whole body.
+		return fmt.Errorf("%w: invalid trailer name %q", errClientBody, clip(k))
+	}
 	bw.WriteString("0\r\n")
 	if err := req.Trailer.Write(bw); err != nil {
 		return err
@@ -501,36 +511,6 @@ func writeBody(pc *upConn, req *http.Request, chunked bool, timeout time.Duratio
 // should say "Content-Length: 0" (as net/http's client does), since some
 // servers refuse a POST without one.
 func methodWantsLength(m string) bool { return m == "POST" || m == "PUT" || m == "PATCH" }
-
-func writeField(bw *bufio.Writer, k, v string) {
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	bw.WriteString(v)
-	bw.WriteString("\r\n")
-}
-
-// writeFields writes the fields of h not in skip, in map order (field
-// order carries no meaning; http.Header.Write sorts, which cost more than
-// the rest of it). Line breaks in a value, which no parser here lets
-// through, are replaced anyway so a field can never become two.
-func writeFields(bw *bufio.Writer, h http.Header, skip map[string]bool) {
-	for k, vv := range h {
-		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) {
-			continue // a "Trailer:" key is a trailer set early, not a header
-		}
-		for _, v := range vv {
-			writeField(bw, k, headerValue(v))
-		}
-	}
-}
-
-// headerValue keeps a value on its line.
-func headerValue(v string) string {
-	if strings.ContainsAny(v, "\r\n") {
-		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-	}
-	return v
-}
 
 func trailerNames(h http.Header) string {
 	var b []byte
@@ -546,13 +526,14 @@ func trailerNames(h http.Header) string {
 // upBody is a response body that returns its connection to the pool when
 // read to its end, and closes it when abandoned before that.
 type upBody struct {
-	t    *transport
+	t    *Transport
 	pc   *upConn
+	res  *http.Response // its Trailer is filled in at the end of the body
 	body io.ReadCloser
 	keep bool // the exchange allows another request on the connection
 	done bool
-	// stop disarms the cancellation of an HTTP/2 request; false when it
-	// has fired (or is firing): the connection's deadline is spoilt.
+	// stop disarms the cancellation of the request; false when it has
+	// fired (or is firing): the connection's deadline is spoilt.
 	stop func() bool
 }
 
@@ -561,6 +542,11 @@ func (b *upBody) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	n, err := b.body.Read(p)
+	if err == io.EOF {
+		if k := badFieldName(b.res.Trailer); k != "" {
+			err = fmt.Errorf("upstream response: invalid trailer name %q", clip(k))
+		}
+	}
 	if err != nil {
 		b.done = true
 		if b.stop() && err == io.EOF && b.keep && b.pc.br.Buffered() == 0 {
@@ -598,24 +584,18 @@ func (u *upgradeBody) CloseWrite() error {
 	return u.pc.Close()
 }
 
-// limitReader bounds how much a head may take: n < 0 is unlimited; at 0
-// it reports EOF, which the head's parser turns into an error.
-type limitReader struct {
-	r io.Reader
-	n int64
-}
+// copyBufferSize is the size of the buffers request bodies are copied
+// to the app with.
+const copyBufferSize = 32 << 10
 
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n < 0 {
-		return l.r.Read(p)
+// copyBuffers holds array pointers rather than slices: boxing a slice for
+// sync.Pool would allocate on every Put.
+var copyBuffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+// clip bounds a name quoted in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
 	}
-	if l.n == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	return n, err
+	return s
 }
