@@ -223,11 +223,14 @@ func newRunner(o Options) (*runner, error) {
 	host, _, _ := net.SplitHostPort(origin)
 	// The untrusted certificate is made fresh for each run, from a CA
 	// nobody has ever seen.
-	ca, err := certs.NewCA(certs.IssueOptions{CommonName: "aopguard check untrusted CA", Days: 1})
+	// One issuance time for both: with two, the second could tick over
+	// between them and the leaf would outlive the CA by a second.
+	now := time.Now()
+	ca, err := certs.NewCA(certs.IssueOptions{CommonName: "aopguard check untrusted CA", Days: 1, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("making the untrusted CA: %w", err)
 	}
-	leaf, err := certs.IssueClient(ca, certs.IssueOptions{CommonName: "aopguard-check-untrusted", Days: 1})
+	leaf, err := certs.IssueClient(ca, certs.IssueOptions{CommonName: "aopguard-check-untrusted", Days: 1, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("making the untrusted certificate: %w", err)
 	}
