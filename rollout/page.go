@@ -32,7 +32,23 @@ type pageRow struct {
 
 type pagePolicy struct {
 	PolicyReport
-	Rows []pageRow
+	Rows    []pageRow
+	Failing []pageFailing
+	PQ      *pagePQ // nil: nothing to say yet
+}
+
+// pageFailing is a failing source with its last sighting as short as it
+// can be: the time alone on the report's day.
+type pageFailing struct {
+	FailingSource
+	Seen string
+}
+
+// pagePQ is a policy's post-quantum line.
+type pagePQ struct {
+	Signatures, Verdict, Why string
+	MLDSA, KeyAgreement      string // shares of the last hour's verified Cloudflare handshakes
+	Verified                 uint64
 }
 
 type pageCA struct {
@@ -64,7 +80,16 @@ func WritePage(w io.Writer, r Report, refresh time.Duration) error {
 	cas := map[caKey]*pageCA{}
 	var order []caKey
 	for _, p := range r.Policies {
-		d.Policies = append(d.Policies, pagePolicy{PolicyReport: p, Rows: pageRows(p)})
+		pp := pagePolicy{PolicyReport: p, Rows: pageRows(p), PQ: pagePostQuantum(p)}
+		day := r.Generated.UTC().Format(time.DateOnly)
+		for _, f := range p.FailingSources {
+			seen := f.LastSeen.UTC().Format(time.TimeOnly)
+			if f.LastSeen.UTC().Format(time.DateOnly) != day {
+				seen = f.LastSeen.UTC().Format("2006-01-02 15:04")
+			}
+			pp.Failing = append(pp.Failing, pageFailing{FailingSource: f, Seen: seen})
+		}
+		d.Policies = append(d.Policies, pp)
 		for _, ca := range p.CAs {
 			k := caKey{ca.Subject, ca.NotAfter}
 			if c := cas[k]; c != nil {
@@ -145,4 +170,16 @@ func pageRows(p PolicyReport) []pageRow {
 		return a.Outcome < b.Outcome
 	})
 	return out
+}
+
+// pagePostQuantum is the post-quantum line of a policy, shown when
+// aopguard status shows it.
+func pagePostQuantum(p PolicyReport) *pagePQ {
+	sigs, ok := p.PostQuantumShown()
+	if !ok {
+		return nil
+	}
+	pq := p.PostQuantum
+	return &pagePQ{Signatures: sigs, Verdict: pq.Verdict, Why: pq.Why, MLDSA: Percent(pq.MLDSAShare),
+		KeyAgreement: Percent(pq.KeyAgreementShare), Verified: pq.LastHour.Cloudflare.Verified}
 }

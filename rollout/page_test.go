@@ -12,8 +12,11 @@ import (
 func TestPage(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	hostile := `evil.example.com"><script>alert(1)</script>`
+	quarter := 0.25
 	r := Report{Generated: now, Window: "1h0m0s", MinRequests: 10, CloudflareIPs: "embedded <b>list</b>", Policies: []PolicyReport{
-		{Name: "_zone", Mode: "log-only", Verdict: ReadyToEnforce, Why: "all 12 requests",
+		{Name: "_zone", Mode: "log-only", Verdict: ReadyToEnforce, Why: "all 12 requests", Signatures: "any",
+			PostQuantum: PQReport{Verdict: NotSafe, Why: "3 classical", MLDSAShare: &quarter,
+				SinceStart: PQBySource{Cloudflare: PQCounts{Verified: 4}}, LastHour: PQBySource{Cloudflare: PQCounts{Verified: 4, MLDSA: 1}}},
 			CAs:      []CAInfo{{Subject: "origin-pull.cloudflare.net", NotAfter: now.AddDate(3, 0, 0), DaysLeft: 1095}},
 			LastHour: Counts{Total: 12, By: []Count{{Result: "success", Source: SourceCloudflare, Count: 12}}, HealthChecks: 3},
 			SinceStart: Counts{Total: 15, By: []Count{{Result: "success", Source: SourceCloudflare, Count: 12},
@@ -41,10 +44,15 @@ func TestPage(t *testing.T) {
 		`<div class="bar ok">`,
 		`<td>missing</td><td class="n">0</td><td class="n">3</td>`, // since start only
 		`health checks (counted apart): 3`,
+		`<span class="badge pq-verdict not_safe">not_safe</span>
+25% of 4 verified Cloudflare handshakes in the last hour with ML-DSA certificates, - with post-quantum key agreement. 3 classical`,
 	} {
 		if !strings.Contains(html, want) {
 			t.Errorf("page lacks %q", want)
 		}
+	}
+	if strings.Count(html, "<h3>Post-quantum</h3>") != 1 {
+		t.Error("a post-quantum line for a policy without verified handshakes")
 	}
 	for _, bad := range []string{"<script>", "<img", "<b>list"} {
 		if strings.Contains(html, bad) {

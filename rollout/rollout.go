@@ -463,3 +463,28 @@ func (t *Tracker) postQuantumVerdict(p PolicyInfo, pr *PolicyReport) {
 			cf.Verified)
 	}
 }
+
+// PostQuantumShown reports whether a policy's post-quantum evidence says
+// anything yet (not while the policy is off, nor while it accepts any
+// signature and has verified no handshake), and the
+// client_cert_signatures setting to show with it.
+func (p PolicyReport) PostQuantumShown() (signatures string, ok bool) {
+	pq := p.PostQuantum
+	signatures = p.Signatures
+	if signatures == "" {
+		signatures = "any"
+	}
+	seen := pq.SinceStart.Cloudflare.Verified + pq.SinceStart.Other.Verified
+	if pq.Verdict == "" || pq.Verdict == Off || (signatures == "any" && seen == 0) {
+		return signatures, false
+	}
+	return signatures, true
+}
+
+// Percent formats one of a PQReport's shares: "-" when there is none.
+func Percent(share *float64) string {
+	if share == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", *share*100)
+}

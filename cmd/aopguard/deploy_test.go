@@ -81,6 +81,9 @@ func TestDeployChecksCatchMistakes(t *testing.T) {
 		{"upstream off the Pod", "manifest", `upstream: "http://127.0.0.1:8080"`, `upstream: "http://app.default.svc:8080"`, "upstream"},
 		{"one replica", "manifest", "replicas: 2", "replicas: 1", "replicas"},
 		{"no ConfigMap", "manifest", "kind: ConfigMap", "kind: ConfigMapp", "no ConfigMap"},
+		{"ticket keys outside the Secret", "manifest", "session_ticket_keys: /etc/aopguard/tickets/ticket-keys", "session_ticket_keys: /etc/aopguard/keys/ticket-keys", "keys/ticket-keys"},
+		{"README without the ticket keys Secret", "readme", "create secret generic aopguard-ticket-keys", "create secret generic ticket-keys", `"aopguard-ticket-keys"`},
+		{"PROXY protocol from nobody", "manifest", `trusted: ["10.0.0.0/8"]`, `trusted: []`, "proxy_protocol.trusted"},
 		{"README secret name", "readme", "create secret generic aop-ca", "create secret generic aop-bundle", `"aop-ca"`},
 		{"no ExecReload", "unit", "ExecReload=/bin/kill -HUP $MAINPID\n", "", "ExecReload"},
 		{"DynamicUser", "unit", "DynamicUser=yes", "DynamicUser=no", "DynamicUser"},
@@ -339,7 +342,7 @@ func checkSidecar(manifest, readme string) []string {
 	}
 
 	// Every file the config names is in a mounted ConfigMap or Secret.
-	files := []string{cfg.CRL, cfg.CloudflareIPs}
+	files := []string{cfg.CRL, cfg.CloudflareIPs, cfg.SessionTicketKeys}
 	if cfg.ZoneCA != config.CloudflareCA {
 		files = append(files, cfg.ZoneCA)
 	}

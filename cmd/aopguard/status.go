@@ -311,22 +311,12 @@ func printReport(w io.Writer, rep rollout.Report, color bool) {
 // Cloudflare's verified handshakes with ML-DSA certificates and with
 // post-quantum key agreement, and whether switching is safe.
 func printPostQuantum(w io.Writer, p rollout.PolicyReport) {
-	pq := p.PostQuantum
-	sigs := p.Signatures
-	if sigs == "" {
-		sigs = "any"
-	}
-	seen := pq.SinceStart.Cloudflare.Verified + pq.SinceStart.Other.Verified
-	if pq.Verdict == "" || pq.Verdict == rollout.Off || (sigs == "any" && seen == 0) {
+	sigs, ok := p.PostQuantumShown()
+	if !ok {
 		return // nothing to say yet: no verified handshake since start
 	}
-	share := func(f *float64) string {
-		if f == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%.0f%%", *f*100)
-	}
+	pq := p.PostQuantum
 	fmt.Fprintf(w, "  post-quantum (client_cert_signatures: %s): %s of %d verified Cloudflare handshakes in the last hour with ML-DSA certificates, %s with post-quantum key agreement\n",
-		sigs, share(pq.MLDSAShare), pq.LastHour.Cloudflare.Verified, share(pq.KeyAgreementShare))
+		sigs, rollout.Percent(pq.MLDSAShare), pq.LastHour.Cloudflare.Verified, rollout.Percent(pq.KeyAgreementShare))
 	fmt.Fprintf(w, "    %s — %s\n", pq.Verdict, pq.Why)
 }
