@@ -22,6 +22,7 @@ AOP, or zone-level AOP with a customer certificate):
 
   ca       make a private CA: the CA the origin trusts
   client   issue a client certificate from it: the one uploaded to Cloudflare
+  server   make the origin's own TLS certificate (self-signed, or from a CA)
   payload  print the JSON body for Cloudflare's upload (or hostname) API call
   inspect  describe certificates, and which aopguard policies accept them
 
@@ -57,6 +58,8 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		err = certsCA(args[1:], stdout, stderr)
 	case "client":
 		err = certsClient(args[1:], stdout, stderr)
+	case "server":
+		err = certsServer(args[1:], stdout, stderr)
 	case "payload":
 		err = certsPayload(args[1:], stdout, stderr)
 	case "inspect":

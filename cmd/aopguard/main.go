@@ -6,7 +6,7 @@
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
 //	aopguard status [--admin ADDR] [--json]
 //	aopguard check --origin ADDR --host NAME [--client-cert FILE --client-key FILE] [--expect require|log-only] [--json]
-//	aopguard certs ca|client|payload|inspect [flags]
+//	aopguard certs ca|client|server|payload|inspect [flags]
 //	aopguard version
 package main
 
@@ -39,8 +39,9 @@ Usage:
   aopguard run [flags]    terminate TLS, verify client certificates, proxy to the app
   aopguard status         is it safe to switch log-only policies to require?
   aopguard check [flags]  probe a deployed origin as an attacker and as Cloudflare would
-  aopguard certs CMD      make a private AOP CA and client certificates, the upload
-                          JSON for Cloudflare, or inspect certificates
+  aopguard certs CMD      make a private AOP CA and client certificates, the origin's
+                          server certificate, the upload JSON for Cloudflare, or
+                          inspect certificates
   aopguard version        print the version
 
 Run "aopguard COMMAND -h" for a command's flags.
