@@ -83,24 +83,19 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 
 func badInvocation(err error) error { return &exitError{exitConfig, err} }
 
-// newCertsFlags returns a flag set whose -h output starts with usage.
-func newCertsFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("aopguard certs "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	return fs
+// newCertsFlags returns the flag set of "aopguard certs name"; -h writes
+// usage and the flags to stdout.
+func newCertsFlags(name, usage string, stdout io.Writer) *commandFlags {
+	return newCommandFlags("aopguard certs "+name, usage, stdout)
 }
 
 // parseAll parses flags and positional arguments in any order
 // ("inspect a.pem --config x.yaml").
-func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseAll(fs *commandFlags, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, badInvocation(err)
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -114,9 +109,9 @@ func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func noArgs(fs *flag.FlagSet, args []string) error {
+func noArgs(fs *commandFlags, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return badInvocation(err)
+		return err
 	}
 	if fs.NArg() > 0 {
 		return badInvocation(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
@@ -132,9 +127,9 @@ type issueFlags struct {
 	force            bool
 }
 
-func (f *issueFlags) register(fs *flag.FlagSet, cnHelp, out string, days int) {
+func (f *issueFlags) register(fs *commandFlags, cnHelp, out string, days int) {
 	fs.StringVar(&f.cn, "cn", "", cnHelp)
-	fs.StringVar(&f.out, "out", out, "write `BASE`.pem and BASE.key")
+	fs.StringVar(&f.out, "out", out, "write `OUT`.pem and OUT.key")
 	fs.IntVar(&f.days, "days", days, "validity in `DAYS`")
 	fs.BoolVar(&f.force, "force", false, "overwrite existing files")
 	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256) or rsa")
@@ -142,7 +137,7 @@ func (f *issueFlags) register(fs *flag.FlagSet, cnHelp, out string, days int) {
 }
 
 // options parses args and checks the shared flags.
-func (f *issueFlags) options(fs *flag.FlagSet, args []string) (certs.IssueOptions, error) {
+func (f *issueFlags) options(fs *commandFlags, args []string) (certs.IssueOptions, error) {
 	if err := noArgs(fs, args); err != nil {
 		return certs.IssueOptions{}, err
 	}
@@ -178,7 +173,7 @@ func writeIssued(iss *certs.Issued, out string, force bool, stdout io.Writer) (s
 	return certFile, keyFile, nil
 }
 
-const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out ca] [--days 3650] [--key-type ecdsa|rsa] [--force]
+const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out OUT] [--days DAYS] [--key-type ecdsa|rsa] [--rsa-bits BITS] [--force]
 
 Makes a private CA for Authenticated Origin Pulls: OUT.pem (the certificate:
 trust it at the origin, e.g. aopguard's hosts[].ca or zone_ca, nginx's
@@ -191,7 +186,7 @@ Flags:
 `
 
 func certsCA(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("ca", certsCAUsage, stderr)
+	fs := newCertsFlags("ca", certsCAUsage, stdout)
 	var f issueFlags
 	f.register(fs, "the CA's common `NAME`, e.g. \"Example AOP CA\" (required)", "ca", certs.DefaultCADays)
 	o, err := f.options(fs, args)
@@ -210,7 +205,7 @@ func certsCA(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca ca] [--out client] [--days 365] [--key-type ecdsa|rsa] [--force]
+const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca CA] [--out OUT] [--days DAYS] [--key-type ecdsa|rsa] [--rsa-bits BITS] [--force]
 
 Issues the client certificate Cloudflare presents to the origin: OUT.pem and
 OUT.key (mode 0600), signed by the CA in CA.pem/CA.key (from "aopguard certs
@@ -222,10 +217,10 @@ Flags:
 `
 
 func certsClient(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("client", certsClientUsage, stderr)
+	fs := newCertsFlags("client", certsClientUsage, stdout)
 	var f issueFlags
 	var ca string
-	fs.StringVar(&ca, "ca", "ca", "sign with the CA in `BASE`.pem and BASE.key")
+	fs.StringVar(&ca, "ca", "ca", "sign with the CA in `CA`.pem and CA.key")
 	f.register(fs, "the certificate's common `NAME`, e.g. app.example.com (required)", "client", certs.DefaultClientDays)
 	o, err := f.options(fs, args)
 	if err != nil {
@@ -248,8 +243,8 @@ func certsClient(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const certsPayloadUsage = `Usage: aopguard certs payload --cert client.pem --key client.key
-       aopguard certs payload --hostnames app.example.com[,...] --cert-id ID [--disable]
+const certsPayloadUsage = `Usage: aopguard certs payload --cert FILE --key FILE
+       aopguard certs payload --hostnames NAME[,NAME...] --cert-id ID [--disable]
 
 With --cert and --key, prints the JSON body for Cloudflare's certificate
 upload endpoints (POST /zones/:zone/origin_tls_client_auth/hostnames/certificates
@@ -267,14 +262,14 @@ Flags:
 `
 
 func certsPayload(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("payload", certsPayloadUsage, stderr)
+	fs := newCertsFlags("payload", certsPayloadUsage, stdout)
 	var (
 		certFile, keyFile, hostnames, certID string
 		disable                              bool
 	)
 	fs.StringVar(&certFile, "cert", "", "the client certificate, PEM `FILE`")
 	fs.StringVar(&keyFile, "key", "", "its private key, PEM `FILE` (unencrypted)")
-	fs.StringVar(&hostnames, "hostnames", "", "comma-separated host `NAMES` to enable per-hostname AOP for")
+	fs.StringVar(&hostnames, "hostnames", "", "enable per-hostname AOP for host `NAME` (comma-separated for several)")
 	fs.StringVar(&certID, "cert-id", "", "the uploaded certificate's `ID`, with --hostnames")
 	fs.BoolVar(&disable, "disable", false, "with --hostnames: \"enabled\": false, to turn per-hostname AOP off")
 	if err := noArgs(fs, args); err != nil {
@@ -326,7 +321,7 @@ func writeBody(w io.Writer, body any) error {
 	return err
 }
 
-const certsInspectUsage = `Usage: aopguard certs inspect [--config aopguard.yaml] FILE...
+const certsInspectUsage = `Usage: aopguard certs inspect [--config FILE] FILE...
 
 Describes every certificate in each PEM FILE (bundles too): subject, issuer,
 subjectAltNames, key type, validity with days left, SHA-256 fingerprint (as in
@@ -340,7 +335,7 @@ Flags:
 `
 
 func certsInspect(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("inspect", certsInspectUsage, stderr)
+	fs := newCertsFlags("inspect", certsInspectUsage, stdout)
 	var configFile string
 	fs.StringVar(&configFile, "config", "", "judge each certificate under the policies of aopguard configuration `FILE`")
 	files, err := parseAll(fs, args)

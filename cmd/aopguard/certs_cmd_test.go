@@ -198,8 +198,8 @@ func TestCertsBadInvocations(t *testing.T) {
 		})
 	}
 	for _, sub := range []string{"ca", "client", "payload", "inspect"} {
-		if code, _, errOut := certsRun(t, dir, sub, "-h"); code != 0 || !strings.Contains(errOut, "Usage: aopguard certs "+sub) {
-			t.Errorf("certs %s -h: exit %d\n%s", sub, code, errOut)
+		if code, out, errOut := certsRun(t, dir, sub, "-h"); code != 0 || !strings.Contains(out, "Usage: aopguard certs "+sub) {
+			t.Errorf("certs %s -h: exit %d\n%s%s", sub, code, out, errOut)
 		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/aopguard/aopguard/certs"
 )
 
-const certsServerUsage = `Usage: aopguard certs server --cn NAME [--dns NAME ...] [--ip ADDR ...] [--ca BASE] [--out origin] [--days 365] [--key-type ecdsa|rsa] [--force]
+const certsServerUsage = `Usage: aopguard certs server --cn NAME [--dns NAME ...] [--ip ADDR ...] [--ca CA] [--out OUT] [--days DAYS] [--key-type ecdsa|rsa] [--rsa-bits BITS] [--force]
 
 Makes the origin's own TLS certificate, the one aopguard serves (certificates:
 in its configuration, or --cert/--key): OUT.pem and OUT.key (mode 0600). It is
@@ -20,7 +20,7 @@ host name), every --dns and every --ip go in the subjectAltName.
 
 Without --ca it is self-signed: enough for Cloudflare's "Full" SSL mode and
 for trying aopguard out (curl --cacert OUT.pem). With --ca it is signed by the
-CA in BASE.pem/BASE.key and never outlives it. For Cloudflare's "Full
+CA in CA.pem/CA.key and never outlives it. For Cloudflare's "Full
 (strict)" mode, use a Cloudflare Origin CA certificate instead.
 Defaults: ECDSA P-256, valid 365 days.
 
@@ -43,13 +43,13 @@ func (l *listFlag) Set(s string) error {
 }
 
 func certsServer(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("server", certsServerUsage, stderr)
+	fs := newCertsFlags("server", certsServerUsage, stdout)
 	var (
 		f       issueFlags
 		ca      string
 		dns, ip listFlag
 	)
-	fs.StringVar(&ca, "ca", "", "sign with the CA in `BASE`.pem and BASE.key (default: self-signed)")
+	fs.StringVar(&ca, "ca", "", "sign with the CA in `CA`.pem and CA.key (default: self-signed)")
 	fs.Var(&dns, "dns", "also valid for host `NAME` (repeat, or comma-separated)")
 	fs.Var(&ip, "ip", "also valid for IP address `ADDR` (repeat, or comma-separated)")
 	f.register(fs, "the certificate's common `NAME`, e.g. app.example.com (required)", "origin", certs.DefaultServerDays)

@@ -44,7 +44,7 @@ Usage:
                           inspect certificates
   aopguard version        print the version
 
-Run "aopguard COMMAND -h" for a command's flags.
+Run "aopguard COMMAND -h" (or "aopguard help COMMAND") for a command's flags.
 `
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
@@ -54,7 +54,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return runCommand(args[1:], stderr)
+		return runCommand(args[1:], stdout, stderr)
 	case "status":
 		return statusCommand(args[1:], stdout, stderr)
 	case "check":
@@ -62,9 +62,16 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "certs":
 		return certsCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help" || args[1] == "-help") {
+			fmt.Fprint(stdout, "Usage: aopguard version\n\nPrints aopguard's version and the Go version it was built with.\n")
+			return exitOK
+		}
 		fmt.Fprintf(stdout, "aopguard %s\n", versionString())
 		return exitOK
-	case "help", "-h", "--help":
+	case "help", "-h", "--help", "-help":
+		if len(args) > 1 && args[0] == "help" { // "aopguard help run" is "aopguard run -h"
+			return dispatch(append(args[1:], "-h"), stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,17 +38,29 @@ func (a *app) serveStatus(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(a.report())
 }
 
+const statusUsage = `Usage: aopguard status [--admin ADDR] [--json]
+
+Asks a running aopguard (GET /status on its admin listener) whether its
+log-only policies are ready to be switched to require, and prints the report:
+per policy, the requests from Cloudflare and from elsewhere with and without
+a valid certificate, the verdict and its likely cause. Exit status: 0 when
+every log-only policy is ready_to_enforce, 1 otherwise or when aopguard
+cannot be asked, 2 for a bad invocation.
+
+Flags:
+`
+
 // statusCommand is "aopguard status": the report as a table. It exits 0
 // only when every log-only policy is ready to enforce.
 func statusCommand(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("aopguard status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("aopguard status", statusUsage, stdout)
 	admin := fs.String("admin", config.DefaultAdmin, "ask the aopguard whose admin listener is at `ADDR`")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if isHelp(err) {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "aopguard status: %v\n", err)
 		return exitConfig
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
