@@ -155,6 +155,7 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 		"allow_no_sni":              p.boolean(&c.AllowNoSNI),
 		"allow":                     p.allow(&c.Allow),
 		"crl":                       p.str(&c.CRL),
+		"crl_stale":                 p.str(&c.CRLStale),
 		"trust_cloudflare_headers":  p.boolean(&c.TrustCloudflareHeaders),
 		"require_cloudflare_source": p.boolean(&c.RequireCloudflareSource),
 		"read_header_timeout":       p.duration(&c.ReadHeaderTimeout),
@@ -204,12 +205,13 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 			p.list(key, v, func(key string, item *yaml.Node) {
 				var h Host
 				p.fields(key, item, map[string]func(string, *yaml.Node){
-					"name":     p.str(&h.Name),
-					"ca":       p.str(&h.CA),
-					"mode":     p.str(&h.Mode),
-					"upstream": p.str(&h.Upstream),
-					"allow":    p.allow(&h.Allow),
-					"crl":      p.str(&h.CRL),
+					"name":      p.str(&h.Name),
+					"ca":        p.str(&h.CA),
+					"mode":      p.str(&h.Mode),
+					"upstream":  p.str(&h.Upstream),
+					"allow":     p.allow(&h.Allow),
+					"crl":       p.str(&h.CRL),
+					"crl_stale": p.str(&h.CRLStale),
 				})
 				c.Hosts = append(c.Hosts, h)
 			})

@@ -259,6 +259,7 @@ var causes = map[string]string{
 	"wrong_usage":       "the certificate Cloudflare sends does not allow client authentication (clientAuth extended key usage)",
 	"revoked":           "the certificate Cloudflare sends is revoked by this policy's CRL",
 	"not_allowed":       "the certificate Cloudflare sends does not match this policy's allow rules",
+	"crl_stale":         "this policy's CRL is past its NextUpdate and crl_stale is refuse: load a fresh CRL",
 }
 
 func (t *Tracker) verdict(mode string, hour Counts) (string, string) {

@@ -107,11 +107,14 @@ const (
 	// ReasonNotAllowed: the chain verified but the leaf matches none of
 	// the policy's allow rules.
 	ReasonNotAllowed = "not_allowed"
+	// ReasonCRLStale: the chain verified but a CRL of the policy is past
+	// its NextUpdate, and the policy refuses on a stale CRL.
+	ReasonCRLStale = "crl_stale"
 )
 
 // FailureReasons lists every Reason of a Failed verdict.
 var FailureReasons = []string{ReasonUntrusted, ReasonExpired, ReasonNotYetValid, ReasonWrongUsage, ReasonInvalid,
-	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed}
+	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed, ReasonCRLStale}
 
 // outcome indexes a verdict for counters: success, none (no reason),
 // missing, then FailureReasons in order.
@@ -146,7 +149,7 @@ func outcomeVerdict(i int) Verdict {
 }
 
 // numOutcomes is 3 + len(FailureReasons); the init check keeps them in step.
-const numOutcomes = 11
+const numOutcomes = 12
 
 func init() {
 	if 3+len(FailureReasons) != numOutcomes {
@@ -205,6 +208,10 @@ type PolicySpec struct {
 	Allow AllowRules
 	// CRLs revoke certificates; each must be signed by one of CAs.
 	CRLs []*x509.RevocationList
+	// RefuseStaleCRL refuses every client certificate (ReasonCRLStale)
+	// while a CRL is past its NextUpdate; otherwise a stale CRL is still
+	// used, and CRLNextUpdate lets the caller log and count it.
+	RefuseStaleCRL bool
 }
 
 // Policy is a compiled PolicySpec. It is immutable once built and safe for
@@ -225,7 +232,19 @@ type Policy struct {
 	zoneRoots *x509.CertPool
 	allow     AllowRules
 	revoked   revocations
+	// crlNextUpdate is the earliest NextUpdate of the policy's CRLs (zero
+	// without CRLs, or when none gives one); refuseStale acts on it.
+	crlNextUpdate time.Time
+	refuseStale   bool
 }
+
+// CRLNextUpdate returns the earliest NextUpdate of the policy's CRLs: past
+// it, the policy is working from a stale CRL. Zero when there is none.
+func (p *Policy) CRLNextUpdate() time.Time { return p.crlNextUpdate }
+
+// RefusesStaleCRL reports whether a stale CRL refuses every client
+// certificate of the policy (crl_stale: refuse).
+func (p *Policy) RefusesStaleCRL() bool { return p.refuseStale }
 
 // Name returns "_zone" or the configured host name.
 func (p *Policy) Name() string { return p.name }
@@ -339,11 +358,17 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 				until = c.NotAfter
 			}
 		}
+		stale := !p.crlNextUpdate.IsZero() && !now.Before(p.crlNextUpdate)
 		switch {
 		case p.revoked.revoked(chains[0]):
 			return cacheEntry{result: Failed, reason: ReasonRevoked}
 		case !p.allow.Match(leaf):
 			return cacheEntry{result: Failed, reason: ReasonNotAllowed}
+		case stale && p.refuseStale:
+			return cacheEntry{result: Failed, reason: ReasonCRLStale}
+		}
+		if !stale && p.refuseStale && p.crlNextUpdate.Before(until) {
+			until = p.crlNextUpdate // judged again once the CRL goes stale
 		}
 		return cacheEntry{result: Success, until: until}
 	}

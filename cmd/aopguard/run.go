@@ -114,7 +114,7 @@ func (f *flags) config() (*config.Config, error) {
 		var ce *config.Error
 		if errors.As(err, &ce) && f.set[strings.ReplaceAll(ce.Key, "_", "-")] {
 			ce.File = "--" + strings.ReplaceAll(ce.Key, "_", "-")
-			ce.Key = ""
+			ce.Key, ce.Line = "", 0
 		}
 		return nil, err
 	}
