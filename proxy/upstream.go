@@ -15,7 +15,8 @@ import (
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
-// Upstreams builds Routes and keeps one http.Transport per upstream URL
+// Upstreams builds Routes and keeps one pooled HTTP/1.1 transport (aopguard's
+// own, see transport.go; not net/http's http.Transport) per upstream URL
 // across reloads, so pooled upstream connections survive a reload.
 type Upstreams struct {
 	log    zerolog.Logger
