@@ -460,14 +460,23 @@ func (s *serverCerts) selfSigned() (tls.Certificate, error) {
 }
 
 // replace caches the new certificates before removing the old ones, so
-// there is never a moment without one.
+// there is never a moment without one. When one cannot be cached, only
+// what this call added is removed again: caching a certificate that is
+// already served returns the live entry's hash, and removing that would
+// stop serving it.
 func (s *serverCerts) replace(pairs []tls.Certificate) error {
 	var hashes []string
 	keep := map[string]bool{}
 	for _, p := range pairs {
 		h, err := s.magic.CacheUnmanagedTLSCertificate(context.Background(), p, nil)
 		if err != nil {
-			s.cache.Remove(hashes)
+			var added []string
+			for _, h := range hashes {
+				if !slices.Contains(s.hashes, h) {
+					added = append(added, h)
+				}
+			}
+			s.cache.Remove(added)
 			return fmt.Errorf("caching server certificate %s: %w", certs.Describe(p.Leaf), err)
 		}
 		hashes = append(hashes, h)
