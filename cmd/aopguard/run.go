@@ -238,11 +238,13 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	refreshCtx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
 	go a.refreshRanges(refreshCtx)
-	go a.watch(refreshCtx, f)
+	reloads := newReloader()
+	go reloads.run(refreshCtx, a, f)
+	go a.watch(refreshCtx, f, reloads)
 	for {
 		select {
 		case <-hup:
-			a.reload(f, "SIGHUP")
+			reloads.request(true, "SIGHUP")
 		case <-rotate.C:
 			a.rotateTickets()
 		case <-daily.C:
@@ -343,7 +345,8 @@ func (a *app) rotateTickets() {
 }
 
 // reload re-reads the configuration and every file it names. Any failure
-// leaves the running state untouched.
+// leaves the running state untouched. Only the reload loop (reloader)
+// calls it, so reloads never overlap.
 func (a *app) reload(f *flags, why string) {
 	a.log.Info().Str("trigger", why).Msg("reloading configuration")
 	cfg, err := f.config()
