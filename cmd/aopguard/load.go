@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/rs/zerolog"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aopguard/aopguard/certs"
@@ -356,11 +355,7 @@ type serverCerts struct {
 
 func newServerCerts(logger zerolog.Logger, acme *config.ACME, listen string) (*serverCerts, error) {
 	s := &serverCerts{log: logger}
-	zl := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zapcore.EncoderConfig{
-		TimeKey: "time", LevelKey: "level", NameKey: "component", MessageKey: "message",
-		EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder,
-		EncodeDuration: zapcore.StringDurationEncoder,
-	}), zapcore.Lock(zapcore.AddSync(zerologSink{logger})), zapcore.WarnLevel)).Named("certmagic")
+	zl := newZapLogger(logger, "certmagic", zapcore.WarnLevel)
 	opts := certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return s.magic, nil },
 		Logger:           zl,
@@ -501,19 +496,4 @@ func (s *serverCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certifica
 		return c, nil
 	}
 	return s.fallback.Load(), nil
-}
-
-// zerologSink writes certmagic's zap JSON lines straight to our log output.
-type zerologSink struct{ log zerolog.Logger }
-
-func (z zerologSink) Write(p []byte) (int, error) {
-	z.log.Warn().RawJSON("certmagic", trimNL(p)).Msg("certmagic")
-	return len(p), nil
-}
-
-func trimNL(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	return p
 }
