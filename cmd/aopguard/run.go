@@ -164,8 +164,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
-			ce.File = cfg.File
-			return &exitError{exitConfig, err}
+			return &exitError{exitConfig, cfg.KeyError(ce.Key, ce.Err)} // with the file and the key's line
 		}
 		return err
 	}

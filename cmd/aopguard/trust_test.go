@@ -127,3 +127,16 @@ func TestStaleCRL(t *testing.T) {
 		})
 	}
 }
+
+// TestACMERootErrorNamesKeyAndLine: the ACME CA root, read before the
+// rest, is reported like every other file the configuration names.
+func TestACMERootErrorNamesKeyAndLine(t *testing.T) {
+	p := newPKI(t)
+	p.write(t, "acme-root.pem", []byte("garbage"))
+	writeConfig(t, p.dir, "upstream: http://127.0.0.1:1\nacme:\n  email: ops@example.com\n  ca: https://127.0.0.1:1/directory\n"+
+		"  ca_root: acme-root.pem\n  names: [app.example.com]\n  challenge: tls-alpn-01\n  storage: acme\n")
+	code, out := runCmd(t, exec.Command(binary, "run", "--validate", "--config", p.path("aopguard.yaml")))
+	if want := "aopguard.yaml: acme.ca_root (line 5): " + p.path("acme-root.pem") + ": no certificate found"; code != 2 || !strings.Contains(out, want) {
+		t.Errorf("exit %d, want 2 and %q in\n%s", code, want, out)
+	}
+}
