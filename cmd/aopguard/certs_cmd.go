@@ -30,6 +30,7 @@ The workflow:
 
   aopguard certs ca --cn "Example AOP CA" --out ca          # ca.pem, ca.key
   aopguard certs client --ca ca --cn app.example.com --out client
+  aopguard certs server --cn app.example.com --out origin   # the origin's own TLS certificate
   aopguard certs payload --cert client.pem --key client.key > upload.json
   curl -X POST https://api.cloudflare.com/client/v4/zones/$ZONE/origin_tls_client_auth/hostnames/certificates \
        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d @upload.json
