@@ -48,6 +48,8 @@ fuzz:
 	  echo "fuzz $$target ($$pkg, $(FUZZTIME))"; \
 	  $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
 	done
+# The accept path: first bytes of a connection, PROXY headers included.
+FUZZ += tlsconfig:FuzzPreamble
 
 ## soak: mixed hostile and valid traffic against the real binary under faults (a few minutes)
 soak:

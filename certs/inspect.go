@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/mldsa"
 	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
@@ -45,8 +46,12 @@ type Info struct {
 	SelfSigned bool
 	// SANs are the subjectAltNames as DNS:, IP:, email: and URI: entries.
 	SANs []string
-	// KeyType is e.g. "ECDSA P-256", "RSA 2048" or "Ed25519".
-	KeyType   string
+	// KeyType is e.g. "ECDSA P-256", "RSA 2048", "Ed25519" or
+	// "ML-DSA-65 (post-quantum)".
+	KeyType string
+	// Signature is the algorithm of the issuer's signature on the
+	// certificate, e.g. "ECDSA-SHA256" or "ML-DSA-65 (post-quantum)".
+	Signature string
 	NotBefore time.Time
 	NotAfter  time.Time
 	// DaysLeft is the number of whole days until NotAfter; negative once
@@ -75,6 +80,7 @@ func Inspect(c *x509.Certificate, others []*x509.Certificate, now time.Time) Inf
 		Issuer:      dn(c.Issuer.String()),
 		SelfSigned:  bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil,
 		KeyType:     KeyDescription(c.PublicKey),
+		Signature:   SignatureDescription(c.SignatureAlgorithm),
 		NotBefore:   c.NotBefore,
 		NotAfter:    c.NotAfter,
 		DaysLeft:    int(math.Floor(c.NotAfter.Sub(now).Hours() / 24)),
@@ -163,7 +169,7 @@ func dn(s string) string {
 }
 
 // KeyDescription names a public key's algorithm and size, e.g.
-// "ECDSA P-256" or "RSA 2048".
+// "ECDSA P-256", "RSA 2048" or "ML-DSA-65 (post-quantum)".
 func KeyDescription(pub any) string {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -172,8 +178,25 @@ func KeyDescription(pub any) string {
 		return fmt.Sprintf("RSA %d", k.N.BitLen())
 	case ed25519.PublicKey:
 		return "Ed25519"
+	case *mldsa.PublicKey:
+		return k.Parameters().String() + " (post-quantum)"
 	}
 	return fmt.Sprintf("%T", pub)
+}
+
+// PostQuantumSignature reports whether a certificate signature algorithm
+// is post-quantum (ML-DSA).
+func PostQuantumSignature(a x509.SignatureAlgorithm) bool {
+	return a == x509.MLDSA44 || a == x509.MLDSA65 || a == x509.MLDSA87
+}
+
+// SignatureDescription names a certificate signature algorithm, marking
+// the post-quantum ones.
+func SignatureDescription(a x509.SignatureAlgorithm) string {
+	if PostQuantumSignature(a) {
+		return a.String() + " (post-quantum)"
+	}
+	return a.String()
 }
 
 var keyUsageNames = []struct {
@@ -240,6 +263,7 @@ func (i Info) WriteText(w io.Writer, indent string) error {
 	}
 	line("SANs", "%s", orNone(i.SANs))
 	line("key", "%s", i.KeyType)
+	line("signature", "%s", i.Signature)
 	left := fmt.Sprintf("%d days left", i.DaysLeft)
 	if i.DaysLeft < 0 {
 		left = fmt.Sprintf("expired %d days ago", -i.DaysLeft)

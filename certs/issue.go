@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/mldsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -41,17 +42,46 @@ const (
 	KeyECDSA KeyType = "ecdsa"
 	// KeyRSA is an RSA key of IssueOptions.RSABits bits.
 	KeyRSA KeyType = "rsa"
+	// KeyMLDSA44, KeyMLDSA65 and KeyMLDSA87 are post-quantum ML-DSA keys
+	// (FIPS 204). They sign TLS 1.3 handshakes only, and are written as
+	// seed-only PKCS#8, the form Cloudflare's upload expects.
+	KeyMLDSA44 KeyType = "ml-dsa-44"
+	KeyMLDSA65 KeyType = "ml-dsa-65"
+	KeyMLDSA87 KeyType = "ml-dsa-87"
 )
 
-// ParseKeyType parses "ecdsa" or "rsa".
+// KeyTypes lists every KeyType, the default first.
+var KeyTypes = []KeyType{KeyECDSA, KeyRSA, KeyMLDSA44, KeyMLDSA65, KeyMLDSA87}
+
+// ParseKeyType parses one of KeyTypes, case-insensitively.
 func ParseKeyType(s string) (KeyType, error) {
-	switch KeyType(strings.ToLower(s)) {
-	case KeyECDSA:
-		return KeyECDSA, nil
-	case KeyRSA:
-		return KeyRSA, nil
+	for _, k := range KeyTypes {
+		if KeyType(strings.ToLower(s)) == k {
+			return k, nil
+		}
 	}
-	return "", fmt.Errorf("%q is not one of ecdsa, rsa", s)
+	return "", fmt.Errorf("%q is not one of %s", s, keyTypeList())
+}
+
+func keyTypeList() string {
+	names := make([]string, len(KeyTypes))
+	for i, k := range KeyTypes {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
+}
+
+// mldsaParams returns the ML-DSA parameter set of k, if it is one.
+func mldsaParams(k KeyType) (mldsa.Parameters, bool) {
+	switch k {
+	case KeyMLDSA44:
+		return mldsa.MLDSA44(), true
+	case KeyMLDSA65:
+		return mldsa.MLDSA65(), true
+	case KeyMLDSA87:
+		return mldsa.MLDSA87(), true
+	}
+	return mldsa.Parameters{}, false
 }
 
 // IssueOptions shape a certificate made by NewCA or IssueClient.
@@ -84,7 +114,8 @@ func (i *Issued) CertPEM() []byte {
 
 // KeyPEM returns the private key as an unencrypted PKCS#8 "PRIVATE KEY"
 // block, the format openssl 3 writes and Cloudflare, nginx, Apache and
-// aopguard all read.
+// aopguard all read. An ML-DSA key is written in its seed-only form (the
+// 32-byte seed, RFC 9881), from which the whole key is derived.
 func (i *Issued) KeyPEM() ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(i.Key)
 	if err != nil {
@@ -219,7 +250,14 @@ func generateKey(o IssueOptions) (crypto.Signer, error) {
 		}
 		return k, nil
 	}
-	return nil, fmt.Errorf("key type %q: want ecdsa or rsa", o.Key)
+	if params, ok := mldsaParams(o.Key); ok {
+		k, err := mldsa.GenerateKey(params)
+		if err != nil {
+			return nil, fmt.Errorf("generating %s key: %w", params, err)
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("key type %q: want one of %s", o.Key, keyTypeList())
 }
 
 func sign(tmpl *x509.Certificate, key crypto.Signer, parent *x509.Certificate, parentKey crypto.Signer) (*Issued, error) {

@@ -149,7 +149,7 @@ func TestIssueErrors(t *testing.T) {
 			_, err := certs.NewCA(certs.IssueOptions{CommonName: "x", Key: certs.KeyRSA, RSABits: 1024})
 			return err
 		}, "want 2048, 3072 or 4096"},
-		{"bad key type", func() error { _, err := certs.NewCA(certs.IssueOptions{CommonName: "x", Key: "dsa"}); return err }, "want ecdsa or rsa"},
+		{"bad key type", func() error { _, err := certs.NewCA(certs.IssueOptions{CommonName: "x", Key: "dsa"}); return err }, "want one of ecdsa, rsa, ml-dsa-44, ml-dsa-65, ml-dsa-87"},
 		{"outlives CA", func() error {
 			_, err := certs.IssueClient(ca, certs.IssueOptions{CommonName: "x", Days: 365, Now: issueNow})
 			return err

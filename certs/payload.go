@@ -2,9 +2,12 @@ package certs
 
 import (
 	"bytes"
+	"crypto/mldsa"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -96,6 +99,14 @@ func NewUploadBody(certPEM, keyPEM []byte, now time.Time) (body UploadBody, warn
 	}
 	body.Certificate = string(bytes.Join(certOut, nil))
 	body.PrivateKey = string(keyOut[0])
+	seedOnly, converted, err := mldsaSeedOnly(keyOut[0])
+	if err != nil {
+		return UploadBody{}, nil, fmt.Errorf("key file: %w", err)
+	}
+	if converted {
+		body.PrivateKey = string(seedOnly)
+		warnings = append(warnings, "key file: the ML-DSA key also held its expanded form; the upload carries the seed-only form Cloudflare expects")
+	}
 	pair, err := tls.X509KeyPair([]byte(body.Certificate), []byte(body.PrivateKey))
 	if err != nil {
 		return UploadBody{}, nil, fmt.Errorf("certificate and key do not go together: %w", err)
@@ -125,6 +136,70 @@ func NewUploadBody(certPEM, keyPEM []byte, now time.Time) (body UploadBody, warn
 		}
 	}
 	return body, warnings, nil
+}
+
+// ML-DSA algorithm identifiers (RFC 9881).
+var mldsaOIDs = map[string]mldsa.Parameters{
+	"2.16.840.1.101.3.4.3.17": mldsa.MLDSA44(),
+	"2.16.840.1.101.3.4.3.18": mldsa.MLDSA65(),
+	"2.16.840.1.101.3.4.3.19": mldsa.MLDSA87(),
+}
+
+// mldsaExpandedSize is the size of each parameter set's expanded private
+// key (FIPS 204). crypto/mldsa cannot derive it, so the converter checks
+// only its size; tls.X509KeyPair then checks the seed against the
+// certificate.
+var mldsaExpandedSize = map[mldsa.Parameters]int{mldsa.MLDSA44(): 2560, mldsa.MLDSA65(): 4032, mldsa.MLDSA87(): 4896}
+
+// pkcs8 is a PKCS#8 PrivateKeyInfo (RFC 5208), attributes aside.
+type pkcs8 struct {
+	Version    int
+	Algo       pkix.AlgorithmIdentifier
+	PrivateKey []byte
+	Rest       asn1.RawValue `asn1:"optional"`
+}
+
+// mldsaSeedOnly rewrites an ML-DSA PKCS#8 key that holds both the seed and
+// the expanded key (RFC 9881's "both" form, which OpenSSL 3.5 writes by
+// default) in the seed-only form. Other keys, and ML-DSA keys already
+// seed-only, are left alone (converted false). A key holding only the
+// expanded form is an error: its seed cannot be recovered.
+func mldsaSeedOnly(keyPEM []byte) (out []byte, converted bool, err error) {
+	b, _ := pem.Decode(keyPEM)
+	if b == nil || b.Type != "PRIVATE KEY" {
+		return nil, false, nil
+	}
+	var k pkcs8
+	if _, err := asn1.Unmarshal(b.Bytes, &k); err != nil || len(k.PrivateKey) == 0 {
+		return nil, false, nil // not ours to judge: tls.X509KeyPair reports it
+	}
+	params, ok := mldsaOIDs[k.Algo.Algorithm.String()]
+	if !ok {
+		return nil, false, nil
+	}
+	switch k.PrivateKey[0] {
+	case 0x80: // [0] IMPLICIT OCTET STRING: the seed alone
+		return nil, false, nil
+	case 0x04: // OCTET STRING: the expanded key alone
+		return nil, false, fmt.Errorf("the %s private key holds only its expanded form, not the 32-byte seed it was made from; Cloudflare needs the seed-only form, which cannot be recovered from it: make a new key and certificate (aopguard certs client --key-type %s)", params, strings.ToLower(params.String()))
+	}
+	var both struct {
+		Seed     []byte
+		Expanded []byte
+	}
+	if rest, err := asn1.Unmarshal(k.PrivateKey, &both); err != nil || len(rest) != 0 || len(both.Seed) != mldsa.PrivateKeySize ||
+		len(both.Expanded) != mldsaExpandedSize[params] {
+		return nil, false, fmt.Errorf("the %s private key is in none of the seed, expanded or both forms of RFC 9881", params)
+	}
+	key, err := mldsa.NewPrivateKey(params, both.Seed)
+	if err != nil {
+		return nil, false, fmt.Errorf("the %s private key's seed: %w", params, err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, false, fmt.Errorf("encoding the %s private key: %w", params, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), true, nil
 }
 
 func isPrivateKeyType(t string) bool {

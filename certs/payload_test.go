@@ -213,3 +213,78 @@ func TestHostnamesBody(t *testing.T) {
 		})
 	}
 }
+
+// mldsaKeyForm re-encodes a seed-only ML-DSA PKCS#8 key in another form of
+// RFC 9881: "both" (seed and expanded key, OpenSSL 3.5's default) or
+// "expanded" (the expanded key alone). The expanded bytes are filler of the
+// right size: crypto/mldsa cannot compute them, and the converter only
+// keeps the seed.
+func mldsaKeyForm(t *testing.T, seedOnlyPEM []byte, form string, expandedSize int) []byte {
+	t.Helper()
+	b, _ := pem.Decode(seedOnlyPEM)
+	var k struct {
+		Version    int
+		Algo       asn1.RawValue
+		PrivateKey []byte
+	}
+	if _, err := asn1.Unmarshal(b.Bytes, &k); err != nil {
+		t.Fatal(err)
+	}
+	seed := k.PrivateKey[2:]
+	expanded := bytes.Repeat([]byte{0x5a}, expandedSize)
+	var err error
+	switch form {
+	case "both":
+		k.PrivateKey, err = asn1.Marshal(struct{ Seed, Expanded []byte }{seed, expanded})
+	case "expanded":
+		k.PrivateKey, err = asn1.Marshal(expanded)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := asn1.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+func TestUploadBodyMLDSA(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	ca := testpki.MLDSACA(t, "PQ AOP CA", 65)
+	leaf := testpki.MLDSAClient(t, ca, "app.example.com", 65)
+	seedOnly := leaf.KeyPEM()
+	tests := []struct {
+		name    string
+		key     []byte
+		wantErr string
+		warn    bool
+	}{
+		{"seed-only", seedOnly, "", false},
+		{"both forms: converted to seed-only", mldsaKeyForm(t, seedOnly, "both", 4032), "", true},
+		{"expanded only", mldsaKeyForm(t, seedOnly, "expanded", 4032), "holds only its expanded form", false},
+		{"both, wrong expanded size", mldsaKeyForm(t, seedOnly, "both", 100), "none of the seed, expanded or both forms", false},
+		{"another key's seed", testpki.MLDSAClient(t, ca, "other", 65).KeyPEM(), "do not go together", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, warnings, err := certs.NewUploadBody(leaf.CertPEM(), tt.key, now)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body.PrivateKey != string(seedOnly) {
+				t.Errorf("upload key is not the seed-only form:\n%s", body.PrivateKey)
+			}
+			if got := len(warnings) > 0 && strings.Contains(warnings[0], "seed-only"); got != tt.warn {
+				t.Errorf("warnings %q", warnings)
+			}
+		})
+	}
+}

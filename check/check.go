@@ -19,6 +19,7 @@ package check
 import (
 	"bufio"
 	"context"
+	"crypto/mldsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -332,6 +333,9 @@ func (r *runner) run(ctx context.Context) *Report {
 	if len(r.o.Hosts) == 1 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("only one --host: the host-switch probe asks for %s, a made-up name next to %s", r.otherHost(0), r.o.Hosts[0]))
 	}
+	if r.o.Client != nil && isMLDSA(r.o.Client) {
+		rep.Notes = append(rep.Notes, "the client certificate is post-quantum (ML-DSA): curl and openssl on Debian 12 (OpenSSL 3.0) cannot present it, so the curl commands of the probes that use it need a curl built with OpenSSL 3.5 or later; these probes were made with Go's TLS 1.3")
+	}
 	if r.o.Client == nil {
 		rep.Notes = append(rep.Notes, "no --client-cert: the client-cert probe (Cloudflare's way in) was skipped; pass the certificate uploaded to Cloudflare to check that it gets in")
 	}
@@ -430,7 +434,12 @@ func (r *runner) try(ctx context.Context, at attempt) *answer {
 		// CertificateRequest, as Cloudflare and curl do: crypto/tls would
 		// otherwise withhold it and hide a misconfigured CA list.
 		c := *cert
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+		cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if isMLDSA(&c) && cri.Version < tls.VersionTLS13 {
+				return nil, errMLDSANeedsTLS13
+			}
+			return &c, nil
+		}
 	}
 	tc := tls.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -465,6 +474,18 @@ func (r *runner) try(ctx context.Context, at attempt) *answer {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return &answer{outcome: HTTP, status: resp.StatusCode, detail: summary(string(body)), body: string(body)}
+}
+
+// errMLDSANeedsTLS13 is the client-side failure of presenting an ML-DSA
+// certificate to an origin that negotiated TLS 1.2: crypto/tls would
+// silently send no certificate instead, and the probe would look like a
+// plain refusal.
+var errMLDSANeedsTLS13 = errors.New("the client certificate has an ML-DSA key, which can only be presented over TLS 1.3, and the origin negotiated TLS 1.2: the origin (or whatever terminates TLS in front of it) must allow TLS 1.3")
+
+// isMLDSA reports whether c's key is post-quantum ML-DSA.
+func isMLDSA(c *tls.Certificate) bool {
+	_, ok := c.PrivateKey.(*mldsa.PrivateKey)
+	return ok
 }
 
 func (r *runner) userAgent() string {

@@ -537,3 +537,44 @@ func TestOptionErrors(t *testing.T) {
 // quietLog keeps the origins' handshake errors (the point of the tests)
 // out of the test output.
 func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestRunWithMLDSAClient probes with a post-quantum client certificate: it
+// gets in over TLS 1.3; an origin that negotiates TLS 1.2 fails probes 4
+// and 5 with the reason, rather than crypto/tls silently sending no
+// certificate.
+func TestRunWithMLDSAClient(t *testing.T) {
+	w := newWorld(t)
+	pqCA := testpki.MLDSACA(t, "app ML-DSA CA", 65)
+	leaf := testpki.MLDSAClient(t, pqCA, "app.example.com", 65).TLS()
+	cas := map[string]*x509.CertPool{"": testpki.Pool(w.zoneCA), "app.example.com": testpki.Pool(pqCA)}
+	cases := []struct {
+		name       string
+		maxVersion uint16
+		want       string
+		pass       bool
+	}{
+		{"TLS 1.3 origin", 0, "1P:certificate_required 2P:certificate_required 3P:unknown_ca 4P:421 5P:200", true},
+		{"TLS 1.2 origin", tls.VersionTLS12, "1P:handshake_failure 2P:handshake_failure 3P:unknown_ca 4F:error 5F:error", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := fakeOrigin{cas: cas, recheck: true, maxVersion: tc.maxVersion}.start(t, w)
+			rep, err := Run(context.Background(), Options{Origin: addr, Hosts: []string{"app.example.com"}, RootCAs: testpki.Pool(w.serverCA),
+				Client: &leaf, ClientCertFile: "client.pem", ClientKeyFile: "client.key"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			rep.WriteText(&text)
+			if got := summarize(rep); got != tc.want || rep.Pass != tc.pass {
+				t.Fatalf("got  %s (pass %v)\nwant %s (pass %v)\n%s", got, rep.Pass, tc.want, tc.pass, text.String())
+			}
+			if !strings.Contains(text.String(), "cannot present it") {
+				t.Errorf("no note about curl and OpenSSL 3.0:\n%s", text.String())
+			}
+			if tc.maxVersion == tls.VersionTLS12 && !strings.Contains(rep.Probes[len(rep.Probes)-1].Detail, "can only be presented over TLS 1.3") {
+				t.Errorf("probe 5 detail %q does not give the reason", rep.Probes[len(rep.Probes)-1].Detail)
+			}
+		})
+	}
+}

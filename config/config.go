@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ const (
 	DefaultListen           = ":8443"
 	DefaultAdmin            = "127.0.0.1:9090"
 	DefaultMode             = "require"
+	DefaultSignatures       = "any"
 	DefaultZoneCA           = "cloudflare"
 	DefaultMaxHeaderBytes   = 64 << 10
 	DefaultUpstreamTimeout  = 60 * time.Second
@@ -46,6 +48,9 @@ type Config struct {
 	Admin    string
 	Upstream string
 	Mode     string
+	// ClientCertSignatures is "any" (default) or "post-quantum": the zone
+	// default of which client certificate signatures are accepted.
+	ClientCertSignatures string
 	// ZoneCA is CloudflareCA or a PEM bundle path.
 	ZoneCA       string
 	Certificates []KeyPair
@@ -96,6 +101,13 @@ type Config struct {
 	// ACME, when set, obtains and renews server certificates for Names.
 	ACME *ACME
 
+	// ProxyProtocol, when set, requires a PROXY protocol header from its
+	// trusted peers (load balancers) and takes the client's address from it.
+	ProxyProtocol *ProxyProtocol
+	// SessionTicketKeys is a file of shared session ticket keys ("": keys
+	// of the process's own, rotated daily).
+	SessionTicketKeys string
+
 	// lines maps key paths (hosts[1].ca) to their line in File, for
 	// errors found later, when the files the configuration names are read.
 	lines map[string]int
@@ -107,6 +119,18 @@ type Config struct {
 func (c *Config) KeyError(key string, err error) *Error {
 	return &Error{File: c.File, Key: key, Line: c.lines[key], Err: err}
 }
+
+// ProxyProtocol configures PROXY protocol v1/v2 on the listener.
+type ProxyProtocol struct {
+	// Trusted are the peers that must send a header; a header from any
+	// other peer is refused.
+	Trusted []netip.Prefix
+	// Timeout bounds the wait for the header.
+	Timeout time.Duration
+}
+
+// DefaultProxyTimeout is proxy_protocol.timeout when not given.
+const DefaultProxyTimeout = 5 * time.Second
 
 // ACME configures certificates obtained from an ACME CA through certmagic.
 type ACME struct {
@@ -172,13 +196,15 @@ type KeyPair struct {
 
 // Host is a per-hostname policy. Empty fields inherit the zone's.
 type Host struct {
-	Name     string
-	CA       string
-	Mode     string
-	Upstream string
-	Allow    Allow
-	CRL      string
-	CRLStale string
+	Name string
+	CA   string
+	Mode string
+	// ClientCertSignatures is "any", "post-quantum" or "" (the zone's).
+	ClientCertSignatures string
+	Upstream             string
+	Allow                Allow
+	CRL                  string
+	CRLStale             string
 }
 
 // What a policy does with a CRL past its NextUpdate (crl_stale).
@@ -223,21 +249,22 @@ func (e *Error) Unwrap() error { return e.Err }
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	return &Config{
-		Listen:              DefaultListen,
-		Admin:               DefaultAdmin,
-		Mode:                DefaultMode,
-		ZoneCA:              DefaultZoneCA,
-		MaxHeaderBytes:      DefaultMaxHeaderBytes,
-		UpstreamTimeout:     DefaultUpstreamTimeout,
-		ShutdownTimeout:     DefaultShutdownTimeout,
-		HandshakeTimeout:    DefaultHandshakeTimeout,
-		ReadyMinRequests:    DefaultReadyMinRequests,
-		AllowNoSNI:          true,
-		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
-		IdleTimeout:         DefaultIdleTimeout,
-		MaxConnections:      DefaultMaxConnections,
-		MaxHandshakes:       DefaultMaxHandshakes,
-		ReloadCheckInterval: DefaultReloadCheck,
+		Listen:               DefaultListen,
+		Admin:                DefaultAdmin,
+		Mode:                 DefaultMode,
+		ClientCertSignatures: DefaultSignatures,
+		ZoneCA:               DefaultZoneCA,
+		MaxHeaderBytes:       DefaultMaxHeaderBytes,
+		UpstreamTimeout:      DefaultUpstreamTimeout,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		HandshakeTimeout:     DefaultHandshakeTimeout,
+		ReadyMinRequests:     DefaultReadyMinRequests,
+		AllowNoSNI:           true,
+		ReadHeaderTimeout:    DefaultReadHeaderTimeout,
+		IdleTimeout:          DefaultIdleTimeout,
+		MaxConnections:       DefaultMaxConnections,
+		MaxHandshakes:        DefaultMaxHandshakes,
+		ReloadCheckInterval:  DefaultReloadCheck,
 	}
 }
 
@@ -294,6 +321,7 @@ func (c *Config) resolve(dir string) {
 	}
 	c.CloudflareIPs = abs(c.CloudflareIPs)
 	c.CRL = abs(c.CRL)
+	c.SessionTicketKeys = abs(c.SessionTicketKeys)
 	if c.ACME != nil {
 		c.ACME.CARoot = abs(c.ACME.CARoot)
 		c.ACME.Storage = abs(c.ACME.Storage)
@@ -338,6 +366,9 @@ func (c *Config) Validate() error {
 	if err := checkCRLStale(c.CRLStale); err != nil {
 		return bad("crl_stale", "%v", err)
 	}
+	if !validSignatures(c.ClientCertSignatures) {
+		return bad("client_cert_signatures", "%q is not one of any, post-quantum", c.ClientCertSignatures)
+	}
 	if c.ZoneCA == "" {
 		return bad("zone_ca", "must be %q or a PEM bundle path", CloudflareCA)
 	}
@@ -366,6 +397,9 @@ func (c *Config) Validate() error {
 			if err := checkCRLStale(h.CRLStale); err != nil {
 				return bad(key+".crl_stale", "%v", err)
 			}
+		}
+		if h.ClientCertSignatures != "" && !validSignatures(h.ClientCertSignatures) {
+			return bad(key+".client_cert_signatures", "%q is not one of any, post-quantum", h.ClientCertSignatures)
 		}
 		if h.Upstream != "" {
 			if err := CheckUpstream(h.Upstream); err != nil {
@@ -423,6 +457,14 @@ func (c *Config) Validate() error {
 			return bad("acme.check_interval", "must be at least 1s")
 		}
 	}
+	if pp := c.ProxyProtocol; pp != nil {
+		if len(pp.Trusted) == 0 {
+			return bad("proxy_protocol.trusted", "list the load balancers' addresses or CIDR ranges that send PROXY headers")
+		}
+		if pp.Timeout <= 0 || pp.Timeout > time.Minute {
+			return bad("proxy_protocol.timeout", "must be a duration between 1ms and 1m, such as 5s")
+		}
+	}
 	if c.MaxConnections < 1 {
 		return bad("max_connections", "must be at least 1")
 	}
@@ -462,6 +504,8 @@ func checkCRLStale(s string) error {
 	}
 	return fmt.Errorf("%q is not one of %s, %s", s, CRLStaleRefuse, CRLStaleWarn)
 }
+
+func validSignatures(s string) bool { return s == "any" || s == "post-quantum" }
 
 func checkAddr(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {

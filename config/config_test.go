@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -53,6 +54,36 @@ func TestParseErrors(t *testing.T) {
 			name: "unknown top-level key",
 			in:   up + "bogus: 1\n",
 			key:  "bogus", line: 2, msg: "unknown key",
+		},
+		{
+			name: "proxy_protocol without trusted peers",
+			in:   up + "proxy_protocol:\n  timeout: 5s\n",
+			key:  "proxy_protocol.trusted", anyLine: true, msg: "list the load balancers",
+		},
+		{
+			name: "proxy_protocol trusted not a range",
+			in:   up + "proxy_protocol:\n  trusted: [10.0.0.0/8, balancer.internal]\n",
+			key:  "proxy_protocol.trusted[1]", line: 3, msg: `"balancer.internal" is not an IP address or CIDR range`,
+		},
+		{
+			name: "proxy_protocol trusted with host bits",
+			in:   up + "proxy_protocol:\n  trusted:\n    - 10.1.2.3/8\n",
+			key:  "proxy_protocol.trusted[0]", line: 4, msg: "did you mean 10.0.0.0/8?",
+		},
+		{
+			name: "proxy_protocol timeout too long",
+			in:   up + "proxy_protocol:\n  trusted: [10.0.0.0/8]\n  timeout: 5m\n",
+			key:  "proxy_protocol.timeout", line: 4, msg: "between 1ms and 1m",
+		},
+		{
+			name: "proxy_protocol unknown key",
+			in:   up + "proxy_protocol:\n  trust: [10.0.0.0/8]\n",
+			key:  "proxy_protocol.trust", line: 3, msg: "unknown key",
+		},
+		{
+			name: "session_ticket_keys not a string",
+			in:   up + "session_ticket_keys: [a, b]\n",
+			key:  "session_ticket_keys", line: 2, msg: "want a string",
 		},
 		{
 			name: "refresh URL not http",
@@ -148,6 +179,21 @@ func TestParseErrors(t *testing.T) {
 			name: "misspelt zone mode",
 			in:   "mode: requir\n" + up,
 			key:  "mode", line: 1, msg: `"requir" is not one of`,
+		},
+		{
+			name: "bad zone client_cert_signatures",
+			in:   up + "client_cert_signatures: pq\n",
+			key:  "client_cert_signatures", line: 2, msg: `"pq" is not one of any, post-quantum`,
+		},
+		{
+			name: "bad host client_cert_signatures",
+			in:   up + "hosts:\n  - name: a.example.com\n    client_cert_signatures: ml-dsa\n",
+			key:  "hosts[0].client_cert_signatures", line: 4, msg: `"ml-dsa" is not one of any, post-quantum`,
+		},
+		{
+			name: "client_cert_signatures is a list",
+			in:   up + "client_cert_signatures: [post-quantum]\n",
+			key:  "client_cert_signatures", line: 2, msg: "want a string",
 		},
 		{
 			name: "hosts is a string",
@@ -388,6 +434,7 @@ listen: "0.0.0.0:443"
 admin: "127.0.0.1:9191"
 upstream: http://127.0.0.1:8080
 mode: log-only
+client_cert_signatures: any
 zone_ca: ca/zone.pem
 certificates:
   - cert: tls/origin.pem
@@ -398,6 +445,7 @@ hosts:
   - name: shop.example.com
     ca: ca/shop.pem
     mode: require
+    client_cert_signatures: post-quantum
     upstream: unix://run/shop.sock
   - name: "*.api.example.com"
     mode: "off"
@@ -431,6 +479,10 @@ cloudflare_ips_refresh:
   urls: [https://www.cloudflare.com/ips-v4, https://www.cloudflare.com/ips-v6]
   interval: 12h
 ready_min_requests: 20
+proxy_protocol:
+  trusted: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
+  timeout: 2s
+session_ticket_keys: secrets/tickets.keys
 `
 
 func TestParseFull(t *testing.T) {
@@ -440,18 +492,19 @@ func TestParseFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &config.Config{
-		File:     testFile,
-		Listen:   "0.0.0.0:443",
-		Admin:    "127.0.0.1:9191",
-		Upstream: "http://127.0.0.1:8080",
-		Mode:     "log-only",
-		ZoneCA:   inDir("ca", "zone.pem"),
+		File:                 testFile,
+		Listen:               "0.0.0.0:443",
+		Admin:                "127.0.0.1:9191",
+		Upstream:             "http://127.0.0.1:8080",
+		Mode:                 "log-only",
+		ClientCertSignatures: "any",
+		ZoneCA:               inDir("ca", "zone.pem"),
 		Certificates: []config.KeyPair{
 			{Cert: inDir("tls", "origin.pem"), Key: "/secrets/origin.key"},
 			{Cert: "/tls/second.pem", Key: inDir("tls", "second.key")},
 		},
 		Hosts: []config.Host{
-			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", Upstream: "unix://" + inDir("run", "shop.sock")},
+			{Name: "shop.example.com", CA: inDir("ca", "shop.pem"), Mode: "require", ClientCertSignatures: "post-quantum", Upstream: "unix://" + inDir("run", "shop.sock")},
 			{Name: "*.api.example.com", Mode: "off", Upstream: "https://10.0.0.2:8443"},
 			{Name: "Legacy.Example.com.", CA: "/etc/pki/legacy.pem", Upstream: "unix:///var/run/legacy.sock"},
 			{Name: "plain.example.com", CRL: inDir("crl", "plain.crl"), Allow: config.Allow{
@@ -478,6 +531,10 @@ func TestParseFull(t *testing.T) {
 			Interval: 12 * time.Hour,
 		},
 		ReadyMinRequests: 20,
+		ProxyProtocol: &config.ProxyProtocol{Trusted: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
+		}, Timeout: 2 * time.Second},
+		SessionTicketKeys: inDir("secrets", "tickets.keys"),
 	}
 	if !reflect.DeepEqual(config.WithoutLines(got), want) {
 		t.Errorf("Parse(full) =\n%+v\nwant\n%+v", got, want)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -145,6 +146,7 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 		"admin":                     p.str(&c.Admin),
 		"upstream":                  p.str(&c.Upstream),
 		"mode":                      p.str(&c.Mode),
+		"client_cert_signatures":    p.str(&c.ClientCertSignatures),
 		"zone_ca":                   p.str(&c.ZoneCA),
 		"max_header_bytes":          p.integer(&c.MaxHeaderBytes),
 		"upstream_timeout":          p.duration(&c.UpstreamTimeout),
@@ -177,7 +179,30 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 				"check_interval": p.duration(&a.CheckInterval),
 			})
 		},
-		"ready_min_requests": p.integer(&c.ReadyMinRequests),
+		"ready_min_requests":  p.integer(&c.ReadyMinRequests),
+		"session_ticket_keys": p.str(&c.SessionTicketKeys),
+		"proxy_protocol": func(key string, v *yaml.Node) {
+			pp := &ProxyProtocol{Timeout: DefaultProxyTimeout}
+			c.ProxyProtocol = pp
+			p.fields(key, v, map[string]func(string, *yaml.Node){
+				"trusted": func(key string, v *yaml.Node) {
+					p.list(key, v, func(key string, item *yaml.Node) {
+						var s string
+						p.str(&s)(key, item)
+						if p.err != nil {
+							return
+						}
+						pfx, err := parsePrefix(s)
+						if err != nil {
+							p.fail(key, item, "%v", err)
+							return
+						}
+						pp.Trusted = append(pp.Trusted, pfx)
+					})
+				},
+				"timeout": p.duration(&pp.Timeout),
+			})
+		},
 		"cloudflare_ips_refresh": func(key string, v *yaml.Node) {
 			c.CloudflareIPsRefresh.Interval = DefaultRefreshInterval
 			p.fields(key, v, map[string]func(string, *yaml.Node){
@@ -205,18 +230,39 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 			p.list(key, v, func(key string, item *yaml.Node) {
 				var h Host
 				p.fields(key, item, map[string]func(string, *yaml.Node){
-					"name":      p.str(&h.Name),
-					"ca":        p.str(&h.CA),
-					"mode":      p.str(&h.Mode),
-					"upstream":  p.str(&h.Upstream),
-					"allow":     p.allow(&h.Allow),
-					"crl":       p.str(&h.CRL),
-					"crl_stale": p.str(&h.CRLStale),
+					"name":                   p.str(&h.Name),
+					"ca":                     p.str(&h.CA),
+					"mode":                   p.str(&h.Mode),
+					"client_cert_signatures": p.str(&h.ClientCertSignatures),
+					"upstream":               p.str(&h.Upstream),
+					"allow":                  p.allow(&h.Allow),
+					"crl":                    p.str(&h.CRL),
+					"crl_stale":              p.str(&h.CRLStale),
 				})
 				c.Hosts = append(c.Hosts, h)
 			})
 		},
 	})
+}
+
+// parsePrefix reads a CIDR range, or a single address as a range of one.
+// A range with host bits set is refused: it was most likely mistyped.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: an address with a zone is not a peer address", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+	}
+	if pfx != pfx.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%q has bits set beyond its /%d: did you mean %s?", s, pfx.Bits(), pfx.Masked())
+	}
+	return pfx, nil
 }
 
 func kindName(n *yaml.Node) string {

@@ -70,7 +70,9 @@ func TestDeployChecksCatchMistakes(t *testing.T) {
 		want     string // substring of one problem
 	}{
 		{"admin on loopback", "manifest", `admin: ":9090"`, `admin: "127.0.0.1:9090"`, "loopback"},
-		{"readiness probe port", "manifest", "readinessProbe:\n            httpGet:\n              path: /healthz\n              port: 9090", "readinessProbe:\n            httpGet:\n              path: /healthz\n              port: 9091", "readinessProbe port 9091"},
+		{"readiness probe port", "manifest", "readinessProbe:\n            httpGet:\n              path: /readyz\n              port: 9090", "readinessProbe:\n            httpGet:\n              path: /readyz\n              port: 9091", "readinessProbe port 9091"},
+		{"readiness on liveness", "manifest", "readinessProbe:\n            httpGet:\n              path: /readyz", "readinessProbe:\n            httpGet:\n              path: /healthz", "readinessProbe path"},
+		{"not Type=notify", "unit", "Type=notify\n", "Type=exec\n", "Type"},
 		{"liveness probe path", "manifest", "livenessProbe:\n            httpGet:\n              path: /healthz", "livenessProbe:\n            httpGet:\n              path: /status", "livenessProbe path"},
 		{"container port", "manifest", "containerPort: 8443", "containerPort: 8444", "listen port 8443"},
 		{"service targetPort", "manifest", "targetPort: 8443", "targetPort: 8080", "targetPort"},
@@ -416,13 +418,19 @@ func checkSidecar(manifest, readme string) []string {
 	if !containerPort(adminPort) {
 		bad("aopguard container does not declare the admin port %s as a containerPort", adminPort)
 	}
-	for name, p := range map[string]*k8sProbe{"readinessProbe": guard.ReadinessProbe, "livenessProbe": guard.LivenessProbe} {
+	// Readiness follows /readyz (503 while starting and draining),
+	// liveness /healthz (a failure restarts the container).
+	for name, probe := range map[string]struct {
+		p    *k8sProbe
+		path string
+	}{"readinessProbe": {guard.ReadinessProbe, "/readyz"}, "livenessProbe": {guard.LivenessProbe, "/healthz"}} {
+		p := probe.p
 		if p == nil || p.HTTPGet == nil {
 			bad("aopguard container has no %s httpGet", name)
 			continue
 		}
-		if p.HTTPGet.Path != "/healthz" {
-			bad("%s path %q, want /healthz", name, p.HTTPGet.Path)
+		if p.HTTPGet.Path != probe.path {
+			bad("%s path %q, want %s", name, p.HTTPGet.Path, probe.path)
 		}
 		if got := resolvePort(*guard, p.HTTPGet.Port); got != adminPort {
 			bad("%s port %s is not the admin port %s", name, got, adminPort)
@@ -648,6 +656,8 @@ func checkUnit(text string) []string {
 		"LockPersonality", "MemoryDenyWriteExecute", "RestrictNamespaces"} {
 		yes(k)
 	}
+	// aopguard notifies systemd when it serves (READY=1) and drains.
+	equal("Type", "notify")
 	equal("ProtectSystem", "strict")
 	equal("AmbientCapabilities", "CAP_NET_BIND_SERVICE")
 	equal("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE")

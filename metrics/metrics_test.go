@@ -29,6 +29,7 @@ func TestNames(t *testing.T) {
 		"aopguard_health_checks_total",
 		"aopguard_config_reloads_total",
 		"aopguard_config_last_reload_success_timestamp_seconds",
+		"aopguard_connections_refused_total",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("Names() lacks %s: %v", want, names)
@@ -58,6 +59,11 @@ func TestDeployFiles(t *testing.T) {
 	root := filepath.Join("..", "deploy")
 	alerts := filepath.Join(root, "prometheus", "alerts.yml")
 	rulesText, err := os.ReadFile(alerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recording := filepath.Join(root, "prometheus", "rules.yml")
+	recordingText, err := os.ReadFile(recording)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +103,7 @@ func TestDeployFiles(t *testing.T) {
 		}
 	}
 	check(alerts, string(rulesText))
+	check(recording, string(recordingText))
 
 	// Each dashboard query becomes a recording rule so promtool parses it.
 	// Grafana's own variables are given fixed values first.
@@ -119,9 +126,51 @@ func TestDeployFiles(t *testing.T) {
 	}
 
 	promtool := testtool.Path(t, "promtool")
-	for _, f := range []string{alerts, dashRules} {
+	for _, f := range []string{alerts, recording, dashRules} {
 		if out, err := exec.Command(promtool, "check", "rules", f).CombinedOutput(); err != nil {
 			t.Errorf("promtool check rules %s: %v\n%s", f, err, out)
 		}
+	}
+	// The recording rules' own tests: synthetic replicas, one older than
+	// the hour, one first scraped after its first events.
+	recordingTests := filepath.Join(root, "prometheus", "rules_test.yml")
+	if out, err := exec.Command(promtool, "test", "rules", recordingTests).CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules %s: %v\n%s", recordingTests, err, out)
+	}
+}
+
+// TestRolloutPolicies: evidence series start at 0 for every outcome, a
+// changed policy_id drops the old series, and policy info and the minimum
+// follow the last call.
+func TestRolloutPolicies(t *testing.T) {
+	m := New()
+	outcomes := [][2]string{{"success", ""}, {"failed", "untrusted"}}
+	sources := []string{"cloudflare", "other"}
+	m.SetRolloutPolicies([]RolloutPolicy{
+		{Host: "_zone", Mode: "log-only", ID: "aaa", Outcomes: outcomes, Sources: sources},
+		{Host: "app.example.com", Mode: "log-only", ID: "bbb", Outcomes: outcomes, Sources: sources},
+	}, 100)
+	if n := testutil.CollectAndCount(m.evidence); n != 8 {
+		t.Fatalf("%d evidence series, want 2 policies x 2 outcomes x 2 sources", n)
+	}
+	m.RolloutEvidence("app.example.com", "bbb", "failed", "untrusted", "cloudflare").Inc()
+	m.SetRolloutPolicies([]RolloutPolicy{
+		{Host: "_zone", Mode: "log-only", ID: "aaa", Outcomes: outcomes, Sources: sources},
+		{Host: "app.example.com", Mode: "require", ID: "ccc", Outcomes: outcomes, Sources: sources},
+	}, 5)
+	if n := testutil.CollectAndCount(m.evidence); n != 8 {
+		t.Fatalf("%d evidence series after the change, want the old policy's dropped", n)
+	}
+	if v := testutil.ToFloat64(m.RolloutEvidence("app.example.com", "ccc", "failed", "untrusted", "cloudflare")); v != 0 {
+		t.Fatalf("new policy starts at %v", v)
+	}
+	if n := testutil.CollectAndCount(m.policyInfo); n != 2 {
+		t.Fatalf("%d policy info series, want 2", n)
+	}
+	if v := testutil.ToFloat64(m.policyInfo.WithLabelValues("app.example.com", "require", "ccc")); v != 1 {
+		t.Fatalf("policy info %v", v)
+	}
+	if v := testutil.ToFloat64(m.minRequests); v != 5 {
+		t.Fatalf("min requests %v", v)
 	}
 }

@@ -145,7 +145,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The Host selects another policy than the handshake was judged
 		// under (another host, or the same one after a reload): judge the
 		// connection's certificate under this request's policy.
-		verdict = p.Verify(ci.Peer)
+		verdict = p.VerifyTLS(ci.Peer, ci.Version)
 		p.Count(verdict, ci.Source)
 	}
 	rec := recorder{ResponseWriter: w}
@@ -234,8 +234,9 @@ func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.
 		e = e.Str("reason", verdict.Reason)
 	}
 	if verdict.Fingerprint != "" {
-		e = e.Str("fingerprint", verdict.Fingerprint).Str("serial", verdict.Serial)
+		e = e.Str("fingerprint", verdict.Fingerprint).Str("serial", verdict.Serial).Str("cert_signature", tlsconfig.SignatureName(verdict))
 	}
+	e = e.Str("key_agreement", tlsconfig.KeyAgreementName(ci.CurveID))
 	if ray := r.Header.Get("Cf-Ray"); ray != "" {
 		e = e.Str("cf_ray", ray)
 	}

@@ -102,11 +102,22 @@ func TestFailingSourcesBoundedAndRecentFirst(t *testing.T) {
 	if len(f) != maxFailingSources {
 		t.Fatalf("%d failing sources kept, want %d", len(f), maxFailingSources)
 	}
-	if f[0].Address != "198.51.100.15" || f[0].Count != 2 || f[0].Reason != "untrusted" {
+	// One address failing for two reasons is two entries whose counts
+	// agree with the breakdown by reason (missing 1, untrusted 1).
+	if f[0].Address != "198.51.100.15" || f[0].Count != 1 || f[0].Reason != "untrusted" {
 		t.Fatalf("most recent first: %+v", f[0])
 	}
 	if f[1].Address != "198.51.100.29" {
 		t.Fatalf("second: %+v", f[1])
+	}
+	var missing *FailingSource
+	for i := range f {
+		if f[i].Address == "198.51.100.15" && f[i].Reason == "missing" {
+			missing = &f[i]
+		}
+	}
+	if missing == nil || missing.Count != 1 {
+		t.Fatalf("the earlier missing failure of 198.51.100.15 is gone or miscounted: %+v", f)
 	}
 }
 
@@ -130,4 +141,70 @@ func TestUnknownPolicyReportsZeroes(t *testing.T) {
 	if p.SinceStart.Total != 0 || p.Verdict != NoTraffic || p.FailingSources == nil {
 		t.Fatalf("%+v", p)
 	}
+}
+
+func TestPostQuantumVerdicts(t *testing.T) {
+	const name = "app.example.com"
+	pq := Handshake{Policy: name, Source: SourceCloudflare, MLDSA: true, PostQuantumKeyAgreement: true}
+	classical := Handshake{Policy: name, Source: SourceCloudflare, PostQuantumKeyAgreement: true}
+	scannerPQ := Handshake{Policy: name, Source: SourceOther}
+	ok := Event{Policy: name, Result: "success", Source: SourceCloudflare, Remote: cf}
+	cases := []struct {
+		name       string
+		mode, sigs string
+		handshakes []Handshake
+		requests   int
+		verdict    string
+		why        string
+		mlShare    float64 // -1: absent
+	}{
+		{"nothing seen", "log-only", "any", nil, 0, NoTraffic, "no verified handshake from Cloudflare", -1},
+		{"all ML-DSA, enough requests", "log-only", "any", []Handshake{pq, pq, pq, pq}, 10, SafeToSwitch, "all 4 verified handshakes", 1},
+		{"all ML-DSA under require", "require", "any", []Handshake{pq}, 10, SafeToSwitch, "", 1},
+		{"all ML-DSA, too few requests", "log-only", "any", []Handshake{pq}, 3, NoTraffic, "3 requests are too few to judge (10 needed)", 1},
+		{"a classical one", "log-only", "any", []Handshake{pq, pq, pq, classical}, 10, NotSafe, "1 of 4 verified handshakes", 0.75},
+		{"only other sources classical", "log-only", "any", []Handshake{pq, scannerPQ}, 10, SafeToSwitch, "all 1 verified", 1},
+		{"already post-quantum", "log-only", "post-quantum", []Handshake{classical}, 10, PostQuantumOn, "would_reject/classical", 0},
+		{"enforced post-quantum", "require", "post-quantum", nil, 0, PostQuantumOn, "refused (reason classical)", -1},
+		{"off", "off", "any", []Handshake{pq}, 10, Off, "", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, _ := newTestTracker(10)
+			for _, h := range tc.handshakes {
+				tr.RecordHandshake(h)
+			}
+			for i := 0; i < tc.requests; i++ {
+				tr.Record(ok)
+			}
+			rep := tr.Report([]PolicyInfo{{Name: name, Mode: tc.mode, Signatures: tc.sigs}}, "test")
+			p := rep.Policies[0].PostQuantum
+			if p.Verdict != tc.verdict || !strings.Contains(p.Why, tc.why) {
+				t.Errorf("verdict %s (%s), want %s (%q)", p.Verdict, p.Why, tc.verdict, tc.why)
+			}
+			if (p.MLDSAShare == nil) != (tc.mlShare < 0) || (p.MLDSAShare != nil && *p.MLDSAShare != tc.mlShare) {
+				t.Errorf("ML-DSA share %v, want %v", p.MLDSAShare, tc.mlShare)
+			}
+			if rep.Policies[0].Signatures != tc.sigs {
+				t.Errorf("signatures %q", rep.Policies[0].Signatures)
+			}
+		})
+	}
+
+	t.Run("window and since start", func(t *testing.T) {
+		tr, c := newTestTracker(1)
+		tr.RecordHandshake(classical)
+		c.t = c.t.Add(61 * time.Minute)
+		tr.RecordHandshake(pq)
+		tr.RecordHandshake(scannerPQ)
+		p := tr.Report(policy("log-only"), "test").Policies[0].PostQuantum
+		if p.SinceStart.Cloudflare != (PQCounts{Verified: 2, MLDSA: 1, PostQuantumKeyAgreement: 2}) ||
+			p.LastHour.Cloudflare != (PQCounts{Verified: 1, MLDSA: 1, PostQuantumKeyAgreement: 1}) ||
+			p.LastHour.Other != (PQCounts{Verified: 1}) {
+			t.Errorf("counts %+v", p)
+		}
+		if p.KeyAgreementShare == nil || *p.KeyAgreementShare != 1 {
+			t.Errorf("key agreement share %v", p.KeyAgreementShare)
+		}
+	})
 }

@@ -1,7 +1,10 @@
 package tlsconfig
 
 import (
+	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -163,4 +166,80 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkVerifyMLDSA is BenchmarkVerify's cold and cached cases for an
+// ML-DSA-65 leaf under an ML-DSA-65 CA, under client_cert_signatures:
+// post-quantum (the chain check plus the post-quantum check).
+func BenchmarkVerifyMLDSA(b *testing.B) {
+	ca := testpki.MLDSACA(b, "ML-DSA CA (bench)", 65)
+	chain := []*x509.Certificate{testpki.MLDSAClient(b, ca, "edge", 65).Cert}
+	s, err := NewSet(PolicySpec{Mode: Require, Signatures: PostQuantum, CAs: []*x509.Certificate{ca.Cert}}, nil, Options{Tickets: mustTickets(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := s.Zone()
+	b.Run("cold", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p.cache.mu.Lock()
+			p.cache.m = nil
+			p.cache.mu.Unlock()
+			if v := p.Verify(chain); v.Result != Success || !v.PostQuantum {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		p.Verify(chain)
+		b.ReportAllocs()
+		for b.Loop() {
+			if v := p.Verify(chain); v.Result != Success {
+				b.Fatalf("verdict %+v", v)
+			}
+		}
+	})
+}
+
+// BenchmarkListenerHandshake runs resumed TLS 1.3 handshakes (what most of
+// Cloudflare's connections are) through a Server's listener on loopback:
+// the accept path's own cost (reading the ClientHello before the slot,
+// handing it to crypto/tls) shows against the handshake's.
+func BenchmarkListenerHandshake(b *testing.B) {
+	f := getFixture(b)
+	set := mustSet(b, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(b), nil)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln := NewServer(func() *Set { return set }, ServerOptions{MaxHandshakes: 64}).Listener(inner)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte{'x'})
+			c.Close()
+		}
+	}()
+	cfg := clientConfig(b, tls.VersionTLS13, "", tlsCert(f.zoneLeaf))
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	dial := func() {
+		c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	dial() // the ticket
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		dial()
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,19 +243,14 @@ func TestMaxConnections(t *testing.T) {
 	h.nextAccepted()
 }
 
-// TestMaxHandshakes: with every handshake slot held by a client that sends
-// nothing, a new connection is closed after waiting half of
-// HandshakeTimeout, before the stalled handshake times out.
+// TestMaxHandshakes: with every handshake slot held by a client that sent
+// its ClientHello and then stalls, a new connection is closed after
+// waiting half of HandshakeTimeout, before the stalled handshake times out.
 func TestMaxHandshakes(t *testing.T) {
 	f := getFixture(t)
 	set := mustSet(t, PolicySpec{Mode: LogOnly, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	h := newHarness(t, set, ServerOptions{MaxHandshakes: 1, HandshakeTimeout: time.Second})
-	stall, err := net.Dial("tcp", h.ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stall.Close()
-	time.Sleep(50 * time.Millisecond) // let the stalled handshake take the slot
+	stallHandshake(t, h.ln.Addr().String())
 	res := h.dial(clientConfig(t, tls.VersionTLS13, "", nil))
 	if res.err() == nil {
 		t.Fatal("handshake completed although the only slot was held")
@@ -268,6 +264,40 @@ func TestMaxHandshakes(t *testing.T) {
 	if !sawOverload {
 		t.Fatal("no ErrOverloaded observed")
 	}
+}
+
+// stallHandshake opens a connection that sends a real ClientHello and then
+// never reads the server's answer, so its handshake holds a slot until
+// HandshakeTimeout. It returns once the server has answered the hello.
+func stallHandshake(t *testing.T, addr string) {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, done := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(done); raw.Close() })
+	go tls.Client(&helloOnly{Conn: raw, sent: sent, done: done}, clientConfig(t, tls.VersionTLS13, "", nil)).Handshake()
+	<-sent
+	// The server has the hello once it answers (its first byte arrives).
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("no answer to the stalled ClientHello: %v", err)
+	}
+}
+
+// helloOnly lets crypto/tls's client write its ClientHello, then blocks its
+// reads until done is closed.
+type helloOnly struct {
+	net.Conn
+	sent, done chan struct{}
+	once       sync.Once
+}
+
+func (c *helloOnly) Read([]byte) (int, error) {
+	c.once.Do(func() { close(c.sent) })
+	<-c.done
+	return 0, net.ErrClosed
 }
 
 func TestTLS12SuitesAreForwardSecretAEAD(t *testing.T) {

@@ -55,6 +55,41 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("%q is not one of off, log-only, require", s)
 }
 
+// Signatures is which client certificates a Policy accepts by their
+// signature algorithms: the staged switch to post-quantum Authenticated
+// Origin Pulls.
+type Signatures uint8
+
+const (
+	// AnySignatures accepts classical (RSA, ECDSA, Ed25519) and
+	// post-quantum (ML-DSA) certificates alike: the default.
+	AnySignatures Signatures = iota
+	// PostQuantum accepts only certificates whose leaf key is ML-DSA and
+	// whose every signature up to the trusted root is ML-DSA; anything
+	// else fails with ReasonClassical. An attacker holding a broken
+	// classical key then cannot get in, which is the point of switching.
+	PostQuantum
+)
+
+var signaturesNames = [...]string{AnySignatures: "any", PostQuantum: "post-quantum"}
+
+func (s Signatures) String() string {
+	if int(s) < len(signaturesNames) {
+		return signaturesNames[s]
+	}
+	return fmt.Sprintf("Signatures(%d)", s)
+}
+
+// ParseSignatures parses "any" or "post-quantum".
+func ParseSignatures(s string) (Signatures, error) {
+	for v, n := range signaturesNames {
+		if s == n {
+			return Signatures(v), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not one of any, post-quantum", s)
+}
+
 // Result is the outcome of checking a client certificate.
 type Result uint8
 
@@ -107,6 +142,14 @@ const (
 	// ReasonNotAllowed: the chain verified but the leaf matches none of
 	// the policy's allow rules.
 	ReasonNotAllowed = "not_allowed"
+	// ReasonClassical: under PostQuantum, the chain verified but its leaf
+	// key or one of its signatures is classical (not ML-DSA).
+	ReasonClassical = "classical"
+	// ReasonNeedsTLS13: under PostQuantum, a connection that negotiated
+	// TLS 1.2 presented no certificate. ML-DSA certificates can only be
+	// presented over TLS 1.3 (a TLS 1.2 client holding one sends none),
+	// so such a connection can never pass; a None verdict like missing.
+	ReasonNeedsTLS13 = "needs_tls13"
 	// ReasonCRLStale: the chain verified but a CRL of the policy is past
 	// its NextUpdate, and the policy refuses on a stale CRL.
 	ReasonCRLStale = "crl_stale"
@@ -114,22 +157,29 @@ const (
 
 // FailureReasons lists every Reason of a Failed verdict.
 var FailureReasons = []string{ReasonUntrusted, ReasonExpired, ReasonNotYetValid, ReasonWrongUsage, ReasonInvalid,
-	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed, ReasonCRLStale}
+	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed, ReasonClassical, ReasonCRLStale}
+
+// postQuantumOnly reports whether a reason only arises under PostQuantum.
+func postQuantumOnly(reason string) bool {
+	return reason == ReasonClassical || reason == ReasonNeedsTLS13
+}
 
 // outcome indexes a verdict for counters: success, none (no reason),
-// missing, then FailureReasons in order.
+// missing, needs_tls13, then FailureReasons in order.
 func outcome(v Verdict) int {
 	switch {
 	case v.Result == Success:
 		return 0
 	case v.Result == None && v.Reason == "":
 		return 1
+	case v.Result == None && v.Reason == ReasonNeedsTLS13:
+		return 3
 	case v.Result == None:
 		return 2
 	}
 	for i, r := range FailureReasons {
 		if r == v.Reason {
-			return 3 + i
+			return 4 + i
 		}
 	}
 	return numOutcomes // not counted; unreachable for verdicts Verify makes
@@ -144,15 +194,17 @@ func outcomeVerdict(i int) Verdict {
 		return Verdict{Result: None}
 	case 2:
 		return Verdict{Result: None, Reason: ReasonMissing}
+	case 3:
+		return Verdict{Result: None, Reason: ReasonNeedsTLS13}
 	}
-	return Verdict{Result: Failed, Reason: FailureReasons[i-3]}
+	return Verdict{Result: Failed, Reason: FailureReasons[i-4]}
 }
 
-// numOutcomes is 3 + len(FailureReasons); the init check keeps them in step.
-const numOutcomes = 12
+// numOutcomes is 4 + len(FailureReasons); the init check keeps them in step.
+const numOutcomes = 14
 
 func init() {
-	if 3+len(FailureReasons) != numOutcomes {
+	if 4+len(FailureReasons) != numOutcomes {
 		panic("tlsconfig: numOutcomes does not match FailureReasons")
 	}
 }
@@ -170,6 +222,14 @@ type Verdict struct {
 	Serial      string
 	// Subject is the leaf's common name (or DN), for logs.
 	Subject string
+	// Signature is the algorithm of the issuer's signature on the leaf
+	// (x509.UnknownSignatureAlgorithm when none was presented).
+	Signature x509.SignatureAlgorithm
+	// PostQuantum reports a chain that verified with an ML-DSA leaf key and
+	// ML-DSA signatures all the way to the trusted root: what a PostQuantum
+	// policy accepts. It is set under AnySignatures too, so the rollout
+	// report can tell when switching is safe.
+	PostQuantum bool
 }
 
 // Header returns the X-Client-Verify value for the Verdict.
@@ -198,6 +258,8 @@ type PolicySpec struct {
 	// exact name or "*.example.com".
 	Name string
 	Mode Mode
+	// Signatures is AnySignatures (the default) or PostQuantum.
+	Signatures Signatures
 	// CAs are the roots a client certificate must chain to. Required
 	// unless Mode is Off.
 	CAs []*x509.Certificate
@@ -219,6 +281,7 @@ type PolicySpec struct {
 type Policy struct {
 	name     string
 	mode     Mode
+	sigs     Signatures
 	cas      []*x509.Certificate
 	upstream string
 	index    int
@@ -251,6 +314,9 @@ func (p *Policy) Name() string { return p.name }
 
 // Mode returns the enforcement mode.
 func (p *Policy) Mode() Mode { return p.mode }
+
+// Signatures returns which certificate signatures the Policy accepts.
+func (p *Policy) Signatures() Signatures { return p.sigs }
 
 // CAs returns the trusted roots; callers must not modify them.
 func (p *Policy) CAs() []*x509.Certificate { return p.cas }
@@ -308,7 +374,8 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 	leaf := chain[0]
 	sum := sha256.Sum256(leaf.Raw)
 	if p.mode == Off {
-		return Verdict{Result: None, Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: certs.Describe(leaf)}
+		return Verdict{Result: None, Fingerprint: hex.EncodeToString(sum[:]), Serial: leaf.SerialNumber.Text(16), Subject: certs.Describe(leaf),
+			Signature: leaf.SignatureAlgorithm}
 	}
 	key := sum
 	if len(chain) > 1 {
@@ -331,6 +398,7 @@ func (p *Policy) Verify(chain []*x509.Certificate) Verdict {
 		// (every handshake but the first) formats nothing and allocates
 		// nothing; connections share the strings.
 		e.fingerprint, e.serial, e.subject = hex.EncodeToString(sum[:]), leaf.SerialNumber.Text(16), certs.Describe(leaf)
+		e.signature = leaf.SignatureAlgorithm
 		p.cache.put(key, e)
 		return e, nil
 	})
@@ -358,19 +426,22 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 				until = c.NotAfter
 			}
 		}
+		pq := postQuantumChain(chains)
 		stale := !p.crlNextUpdate.IsZero() && !now.Before(p.crlNextUpdate)
 		switch {
 		case p.revoked.revoked(chains[0]):
-			return cacheEntry{result: Failed, reason: ReasonRevoked}
+			return cacheEntry{result: Failed, reason: ReasonRevoked, pq: pq}
+		case p.sigs == PostQuantum && !pq:
+			return cacheEntry{result: Failed, reason: ReasonClassical, until: until}
 		case !p.allow.Match(leaf):
-			return cacheEntry{result: Failed, reason: ReasonNotAllowed}
+			return cacheEntry{result: Failed, reason: ReasonNotAllowed, pq: pq}
 		case stale && p.refuseStale:
-			return cacheEntry{result: Failed, reason: ReasonCRLStale}
+			return cacheEntry{result: Failed, reason: ReasonCRLStale, pq: pq}
 		}
 		if !stale && p.refuseStale && p.crlNextUpdate.Before(until) {
 			until = p.crlNextUpdate // judged again once the CRL goes stale
 		}
-		return cacheEntry{result: Success, until: until}
+		return cacheEntry{result: Success, until: until, pq: pq}
 	}
 	e := cacheEntry{result: Failed, reason: ReasonInvalid}
 	var invalid x509.CertificateInvalidError
@@ -400,6 +471,38 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 	return e
 }
 
+// postQuantumChain reports whether one of the verified chains is
+// post-quantum throughout: an ML-DSA leaf key (which signs the TLS
+// handshake) and an ML-DSA signature on every certificate below the root
+// (the root is the trust anchor: its own signature proves nothing).
+func postQuantumChain(chains [][]*x509.Certificate) bool {
+	for _, chain := range chains {
+		if chain[0].PublicKeyAlgorithm != x509.MLDSA {
+			continue
+		}
+		pq := true
+		for _, c := range chain[:len(chain)-1] {
+			pq = pq && certs.PostQuantumSignature(c.SignatureAlgorithm)
+		}
+		if pq {
+			return true
+		}
+	}
+	return false
+}
+
+// VerifyTLS is Verify for a chain presented over a connection that
+// negotiated version: under PostQuantum, a TLS 1.2 connection without a
+// certificate gets ReasonNeedsTLS13 rather than ReasonMissing, since an
+// ML-DSA certificate cannot be presented below TLS 1.3.
+func (p *Policy) VerifyTLS(chain []*x509.Certificate, version uint16) Verdict {
+	v := p.Verify(chain)
+	if v.Reason == ReasonMissing && p.sigs == PostQuantum && version != 0 && version < tls.VersionTLS13 {
+		v.Reason = ReasonNeedsTLS13
+	}
+	return v
+}
+
 func anyExpired(chain []*x509.Certificate, now time.Time) bool {
 	for _, c := range chain {
 		if now.After(c.NotAfter) {
@@ -427,7 +530,7 @@ func nextNotBefore(now time.Time, lists ...[]*x509.Certificate) time.Time {
 // the handshake (full or resumed) unless the chain verifies now, under this
 // Policy. LogOnly and Off policies judge after the handshake instead.
 func (p *Policy) verifyConnection(cs tls.ConnectionState) error {
-	v := p.Verify(cs.PeerCertificates)
+	v := p.VerifyTLS(cs.PeerCertificates, cs.Version)
 	if v.Result != Success {
 		return &RejectError{Policy: p, Verdict: v}
 	}
@@ -454,12 +557,15 @@ type cacheEntry struct {
 	result Result
 	reason string
 	until  time.Time // zero: valid for the Policy's lifetime
+	pq     bool
 	// The leaf's Verdict fields, formatted once.
 	fingerprint, serial, subject string
+	signature                    x509.SignatureAlgorithm
 }
 
 func (e cacheEntry) verdict() Verdict {
-	return Verdict{Result: e.result, Reason: e.reason, Fingerprint: e.fingerprint, Serial: e.serial, Subject: e.subject}
+	return Verdict{Result: e.result, Reason: e.reason, Fingerprint: e.fingerprint, Serial: e.serial, Subject: e.subject,
+		Signature: e.signature, PostQuantum: e.pq}
 }
 
 type verifyCache struct {

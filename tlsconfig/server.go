@@ -32,10 +32,17 @@ type ConnInfo struct {
 	Resumed bool
 	// Version is the negotiated TLS version.
 	Version uint16
+	// CurveID is the negotiated key-agreement group (X25519MLKEM768 for a
+	// post-quantum client such as Cloudflare's or Go's; 0 when none).
+	CurveID tls.CurveID
 	// Source classifies the peer address: cfips.Cloudflare or cfips.Other.
 	Source string
-	// Remote is the peer's IP address.
+	// Remote is the client's IP address: the TCP peer's, or the one a
+	// PROXY protocol header from a trusted load balancer carried.
 	Remote netip.Addr
+	// Proxy is the load balancer's address when a PROXY header supplied
+	// Remote (the zero Addr otherwise).
+	Proxy netip.Addr
 }
 
 // Info returns the ConnInfo of a connection accepted from a Server's
@@ -58,6 +65,34 @@ type trackedConn struct {
 	acme         bool // an ACME tls-alpn-01 validation
 	release      func()
 	closeOnce    sync.Once
+	// remote replaces the TCP peer's address when a PROXY header gave the
+	// client's; everything downstream sees it through RemoteAddr.
+	remote net.Addr
+	// pending holds what the preamble read (the first TLS record), served
+	// to crypto/tls before the socket.
+	pending []byte
+}
+
+// Read serves the bytes the preamble read before reading the socket.
+func (t *trackedConn) Read(p []byte) (int, error) {
+	if len(t.pending) > 0 {
+		n := copy(p, t.pending)
+		t.pending = t.pending[n:]
+		if len(t.pending) == 0 {
+			t.pending = nil
+		}
+		return n, nil
+	}
+	return t.Conn.Read(p)
+}
+
+// RemoteAddr is the client's address: the one a trusted PROXY header
+// carried, else the TCP peer's.
+func (t *trackedConn) RemoteAddr() net.Addr {
+	if t.remote != nil {
+		return t.remote
+	}
+	return t.Conn.RemoteAddr()
 }
 
 // LingerClose closes the connection without losing what was last sent to
@@ -88,7 +123,8 @@ func (t *trackedConn) Close() error {
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	// HandshakeTimeout bounds each TLS handshake; default 10s.
+	// HandshakeTimeout bounds the wait for a connection's first TLS
+	// record (its ClientHello), then each TLS handshake; default 10s.
 	HandshakeTimeout time.Duration
 	// Observe is called once per handshake, after it ends. err is nil for
 	// an admitted connection, a *RejectError when a Require policy refused
@@ -109,9 +145,15 @@ type ServerOptions struct {
 	// Such connections are closed after the handshake, never served.
 	ACMETLS *tls.Config
 	// MaxHandshakes bounds handshakes in progress (0: no bound). A
-	// connection that finds no free slot within half of HandshakeTimeout
-	// is closed, so queueing and handshake together stay bounded.
+	// connection competes for a slot only once its ClientHello record has
+	// arrived, so idle connections hold none. One that finds no free slot
+	// within half of HandshakeTimeout is closed, so queueing and handshake
+	// together stay bounded.
 	MaxHandshakes int
+	// ProxyProtocol, if set, requires a PROXY protocol header from the
+	// peers it trusts. Without it, and from any other peer, a PROXY header
+	// is refused (RefusedError).
+	ProxyProtocol *ProxyProtocol
 }
 
 // ErrOverloaded is the handshake error of a connection closed because
@@ -126,6 +168,7 @@ type Server struct {
 	opts       ServerOptions
 	base       *tls.Config
 	handshakes chan struct{} // slots under MaxHandshakes; nil: unbounded
+	refusals   refusalLog
 }
 
 // NewServer returns a Server that reads the current Set from current on
@@ -133,6 +176,11 @@ type Server struct {
 func NewServer(current func() *Set, opts ServerOptions) *Server {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
+	}
+	if pp := opts.ProxyProtocol; pp != nil && pp.Timeout <= 0 {
+		cp := *pp
+		cp.Timeout = DefaultProxyTimeout
+		opts.ProxyProtocol = &cp
 	}
 	s := &Server{current: current, opts: opts}
 	if opts.MaxHandshakes > 0 {
@@ -195,9 +243,20 @@ func (e *UnknownHostError) Error() string {
 // callback of ours runs). A test pins it.
 const errNoClientCert = "client didn't provide a certificate"
 
-// handshake runs one TLS handshake and fills in the connection's ConnInfo.
+// handshake reads the connection's preamble (see preamble), then runs
+// its TLS handshake under a MaxHandshakes slot and fills in its ConnInfo.
 func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, error) {
-	raw := t.Conn
+	t.info.Source = cfips.Other
+	if err := s.preamble(ctx, t); err != nil {
+		if s.opts.Observe != nil {
+			s.opts.Observe(&t.info, t.RemoteAddr(), err)
+		}
+		return nil, err
+	}
+	t.info.Remote = addrOf(t.RemoteAddr())
+	if s.opts.Source != nil {
+		t.info.Source = s.opts.Source(t.info.Remote)
+	}
 	if s.handshakes != nil {
 		timer := time.NewTimer(s.opts.HandshakeTimeout / 2)
 		select {
@@ -207,7 +266,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 		case <-timer.C:
 			t.Close()
 			if s.opts.Observe != nil {
-				s.opts.Observe(&t.info, raw.RemoteAddr(), ErrOverloaded)
+				s.opts.Observe(&t.info, t.RemoteAddr(), ErrOverloaded)
 			}
 			return nil, ErrOverloaded
 		case <-ctx.Done():
@@ -215,13 +274,6 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 			t.Close()
 			return nil, ctx.Err()
 		}
-	}
-	if ta, ok := raw.RemoteAddr().(*net.TCPAddr); ok {
-		t.info.Remote = ta.AddrPort().Addr().Unmap()
-	}
-	t.info.Source = cfips.Other
-	if s.opts.Source != nil {
-		t.info.Source = s.opts.Source(t.info.Remote)
 	}
 	c := tls.Server(t, s.base)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
@@ -235,14 +287,18 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 		} else if errors.As(err, &rej) {
 			info.Verdict, err = rej.Verdict, rej
 		} else if info.Policy != nil && info.Policy.mode == Require && strings.Contains(err.Error(), errNoClientCert) {
-			info.Verdict = Verdict{Result: None, Reason: ReasonMissing}
+			info.Verdict = info.Policy.VerifyTLS(nil, c.ConnectionState().Version)
 			err = &RejectError{Policy: info.Policy, Verdict: info.Verdict}
+		}
+		if info.Policy != nil {
+			cs := c.ConnectionState()
+			info.Version, info.CurveID = cs.Version, cs.CurveID
 		}
 		if rej, ok := err.(*RejectError); ok {
 			rej.Policy.Count(rej.Verdict, info.Source)
 		}
 		if s.opts.Observe != nil {
-			s.opts.Observe(info, raw.RemoteAddr(), err)
+			s.opts.Observe(info, t.RemoteAddr(), err)
 		}
 		switch err.(type) {
 		case *RejectError, *UnknownHostError:
@@ -256,7 +312,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 		// The validator has what it came for: the challenge certificate.
 		c.Close()
 		if s.opts.Observe != nil {
-			s.opts.Observe(info, raw.RemoteAddr(), ErrACMEChallenge)
+			s.opts.Observe(info, t.RemoteAddr(), ErrACMEChallenge)
 		}
 		return nil, ErrACMEChallenge
 	}
@@ -264,10 +320,11 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 	info.Peer = cs.PeerCertificates
 	info.Resumed = cs.DidResume
 	info.Version = cs.Version
-	info.Verdict = info.Policy.Verify(cs.PeerCertificates)
+	info.CurveID = cs.CurveID
+	info.Verdict = info.Policy.VerifyTLS(cs.PeerCertificates, cs.Version)
 	info.Policy.Count(info.Verdict, info.Source)
 	if s.opts.Observe != nil {
-		s.opts.Observe(info, raw.RemoteAddr(), nil)
+		s.opts.Observe(info, t.RemoteAddr(), nil)
 	}
 	return c, nil
 }

@@ -131,10 +131,11 @@ func checkRefused(t *testing.T, res dialResult, obs observed, p *Policy, version
 	// under TLS 1.3, handshake_failure under TLS 1.2. A certificate our
 	// VerifyConnection refuses gets bad_certificate.
 	alert := "bad certificate"
+	missing := reason == ReasonMissing || reason == ReasonNeedsTLS13
 	switch {
-	case reason == ReasonMissing && version == tls.VersionTLS13:
+	case missing && version == tls.VersionTLS13:
 		alert = "certificate required"
-	case reason == ReasonMissing:
+	case missing:
 		alert = "handshake failure"
 	}
 	if !strings.Contains(err.Error(), alert) {

@@ -1,14 +1,10 @@
 package tlsconfig
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/aopguard/aopguard/cfips"
 )
@@ -20,8 +16,9 @@ const ZoneName = "_zone"
 type Options struct {
 	// GetCertificate serves the origin's own certificate (from certmagic).
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	// Tickets supplies session ticket keys; each Policy gets keys of its
-	// own so that a ticket never resumes a session under another Policy.
+	// Tickets supplies session ticket keys (the process's own, or
+	// SharedTicketKeys from a file); each Policy gets keys derived for it
+	// alone, so that a ticket never resumes a session under another Policy.
 	Tickets *TicketKeys
 	// Counter returns the verification counter for one label set; nil
 	// disables counting.
@@ -57,6 +54,7 @@ type Set struct {
 	list        []*Policy
 	strict      bool
 	refuseNoSNI bool
+	tickets     *TicketKeys
 	// refuse answers a ClientHello for a name no policy accepts: with no
 	// certificate to offer, crypto/tls sends unrecognized_name.
 	refuse *tls.Config
@@ -72,7 +70,7 @@ func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
 		opts.NextProtos = []string{"h2", "http/1.1", "http/1.0"}
 	}
 	zone.Name = ZoneName
-	s := &Set{exact: map[string]*Policy{}, wild: map[string]*Policy{}, strict: opts.StrictHosts, refuseNoSNI: opts.RefuseNoSNI}
+	s := &Set{exact: map[string]*Policy{}, wild: map[string]*Policy{}, strict: opts.StrictHosts, refuseNoSNI: opts.RefuseNoSNI, tickets: opts.Tickets}
 	s.refuse = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, nil },
@@ -107,13 +105,16 @@ func NewSet(zone PolicySpec, hosts []PolicySpec, opts Options) (*Set, error) {
 }
 
 func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
-	p := &Policy{name: spec.Name, mode: spec.Mode, cas: spec.CAs, upstream: spec.Upstream, index: index}
+	p := &Policy{name: spec.Name, mode: spec.Mode, sigs: spec.Signatures, cas: spec.CAs, upstream: spec.Upstream, index: index}
 	if spec.Mode != Off && len(spec.CAs) == 0 {
 		return nil, fmt.Errorf("tlsconfig: policy %s: mode %s needs at least one CA", spec.Name, spec.Mode)
 	}
 	p.roots = x509.NewCertPool()
 	for _, c := range spec.CAs {
 		p.roots.AddCert(c)
+	}
+	if spec.Signatures != AnySignatures && spec.Signatures != PostQuantum {
+		return nil, fmt.Errorf("tlsconfig: policy %s: unknown client certificate signatures %d", spec.Name, spec.Signatures)
 	}
 	revoked, err := newRevocations(spec.CRLs, spec.CAs)
 	if err != nil {
@@ -152,6 +153,9 @@ func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
 			v := outcomeVerdict(o)
 			if (spec.Mode == Off) != (o == 1) {
 				continue // Off only ever yields a plain None; the others never do
+			}
+			if spec.Signatures != PostQuantum && postQuantumOnly(v.Reason) {
+				continue
 			}
 			for src, name := range [2]string{cfips.Cloudflare, cfips.Other} {
 				p.counters[o][src] = opts.Counter(Labels{
@@ -220,58 +224,14 @@ func (s *Set) Lookup(name string) (*Policy, bool) {
 // Strict reports whether unknown names are refused.
 func (s *Set) Strict() bool { return s.strict }
 
-// RefreshTicketKeys installs the current ticket keys into every Policy; call
-// it after TicketKeys.Rotate.
+// RefreshTicketKeys installs k's current keys into every Policy; call it
+// after TicketKeys.Rotate. A Set built on other keys (a shared key file)
+// is left alone.
 func (s *Set) RefreshTicketKeys(k *TicketKeys) {
+	if k != s.tickets {
+		return
+	}
 	for _, p := range s.list {
 		p.tls.SetSessionTicketKeys(k.forPolicy(p.name))
 	}
-}
-
-// maxTicketMasters is how many master keys are kept: the newest encrypts,
-// the others still decrypt, so a ticket outlives one rotation.
-const maxTicketMasters = 2
-
-// TicketKeys holds the process's session ticket master secrets. They live as
-// long as the process, across reloads, so clients keep resuming after a
-// reload; each Policy's keys are derived from them and its name, so a ticket
-// issued under one Policy is unreadable under another.
-type TicketKeys struct {
-	mu      sync.Mutex
-	masters [][32]byte
-}
-
-// NewTicketKeys makes a keyring with one random master secret.
-func NewTicketKeys() (*TicketKeys, error) {
-	k := &TicketKeys{}
-	return k, k.Rotate()
-}
-
-// Rotate adds a new master secret and forgets the oldest beyond the second.
-// Rotating limits how long a stolen key decrypts recorded sessions.
-func (k *TicketKeys) Rotate() error {
-	var m [32]byte
-	if _, err := rand.Read(m[:]); err != nil {
-		return fmt.Errorf("tlsconfig: generating session ticket key: %w", err)
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.masters = append([][32]byte{m}, k.masters...)
-	if len(k.masters) > maxTicketMasters {
-		k.masters = k.masters[:maxTicketMasters]
-	}
-	return nil
-}
-
-func (k *TicketKeys) forPolicy(name string) [][32]byte {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	out := make([][32]byte, len(k.masters))
-	for i, m := range k.masters {
-		mac := hmac.New(sha256.New, m[:])
-		mac.Write([]byte("aopguard session ticket key\x00"))
-		mac.Write([]byte(normalize(name)))
-		mac.Sum(out[i][:0])
-	}
-	return out
 }

@@ -235,15 +235,18 @@ func TestCounters(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
 	cas := caList(f.zoneCA)
-	failures := func(action string) []string {
+	failures := func(action string, sigs Signatures) []string {
 		var out []string
 		for _, r := range FailureReasons {
-			out = append(out, "failed/"+r+"/"+action)
+			if r != ReasonClassical || sigs == PostQuantum {
+				out = append(out, "failed/"+r+"/"+action)
+			}
 		}
 		return out
 	}
 	tests := []struct {
 		mode     Mode
+		sigs     Signatures
 		resolved []string // result/reason/action, per source
 		// count: the result/action each verdict increments ("" for none).
 		count map[Verdict]string
@@ -257,7 +260,7 @@ func TestCounters(t *testing.T) {
 		},
 		{
 			mode:     LogOnly,
-			resolved: append([]string{"success//allow", "none/missing/would_reject"}, failures("would_reject")...),
+			resolved: append([]string{"success//allow", "none/missing/would_reject"}, failures("would_reject", AnySignatures)...),
 			count: map[Verdict]string{
 				{Result: None, Reason: ReasonMissing}: "none/would_reject", {Result: Success}: "success/allow",
 				{Result: Failed, Reason: ReasonZoneCertOnHost}: "failed/would_reject", {Result: None}: "",
@@ -265,18 +268,35 @@ func TestCounters(t *testing.T) {
 		},
 		{
 			mode:     Require,
-			resolved: append([]string{"success//allow", "none/missing/reject"}, failures("reject")...),
+			resolved: append([]string{"success//allow", "none/missing/reject"}, failures("reject", AnySignatures)...),
 			count: map[Verdict]string{
 				{Result: None, Reason: ReasonMissing}: "none/reject", {Result: Success}: "success/allow",
 				{Result: Failed, Reason: ReasonExpired}: "failed/reject", {Result: Failed, Reason: "made-up"}: "",
+				{Result: Failed, Reason: ReasonClassical}: "", {Result: None, Reason: ReasonNeedsTLS13}: "",
+			},
+		},
+		{
+			mode: LogOnly, sigs: PostQuantum,
+			resolved: append([]string{"success//allow", "none/missing/would_reject", "none/needs_tls13/would_reject"}, failures("would_reject", PostQuantum)...),
+			count: map[Verdict]string{
+				{Result: Failed, Reason: ReasonClassical}: "failed/would_reject", {Result: None, Reason: ReasonNeedsTLS13}: "none/would_reject",
+				{Result: Success}: "success/allow",
+			},
+		},
+		{
+			mode: Require, sigs: PostQuantum,
+			resolved: append([]string{"success//allow", "none/missing/reject", "none/needs_tls13/reject"}, failures("reject", PostQuantum)...),
+			count: map[Verdict]string{
+				{Result: Failed, Reason: ReasonClassical}: "failed/reject", {Result: None, Reason: ReasonNeedsTLS13}: "none/reject",
 			},
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.mode.String(), func(t *testing.T) {
+		t.Run(tt.mode.String()+"/"+tt.sigs.String(), func(t *testing.T) {
 			t.Parallel()
 			rec := &counterRec{}
-			s := mustSet(t, PolicySpec{Mode: tt.mode, CAs: cas}, []PolicySpec{{Name: "h.example.com", Mode: tt.mode, CAs: cas}}, mustTickets(t), rec)
+			s := mustSet(t, PolicySpec{Mode: tt.mode, Signatures: tt.sigs, CAs: cas},
+				[]PolicySpec{{Name: "h.example.com", Mode: tt.mode, Signatures: tt.sigs, CAs: cas}}, mustTickets(t), rec)
 			var want []string
 			for _, host := range []string{"_zone", "h.example.com"} {
 				for _, r := range tt.resolved {

@@ -180,6 +180,9 @@ acme:
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("request with the ACME certificate: %v %v", resp, err)
 			}
+			if code, body := adminGet(t, g.admin, "/readyz"); code != 200 {
+				t.Errorf("/readyz with the ACME certificate in hand: %d %q", code, body)
+			}
 			if tc.challenge == "tls-alpn-01" && g.find("served an ACME tls-alpn-01 challenge") == nil {
 				t.Error("no tls-alpn-01 validation logged")
 			}

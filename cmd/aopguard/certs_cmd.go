@@ -25,6 +25,7 @@ AOP, or zone-level AOP with a customer certificate):
   server   make the origin's own TLS certificate (self-signed, or from a CA)
   payload  print the JSON body for Cloudflare's upload (or hostname) API call
   inspect  describe certificates, and which aopguard policies accept them
+  ticket-keys  make or rotate a file of session ticket keys shared by replicas
 
 The workflow:
 
@@ -39,6 +40,10 @@ The workflow:
        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d @enable.json
   aopguard check --origin 203.0.113.7:443 --host app.example.com --insecure \
        --client-cert client.pem --client-key client.key
+
+For post-quantum AOP, add --key-type ml-dsa-65 (or ml-dsa-44, ml-dsa-87) to
+both "ca" and "client": ML-DSA certificates work over TLS 1.3 only, and their
+keys are written seed-only, as Cloudflare's upload expects.
 
 Keys are written with mode 0600 and no existing file is overwritten without
 --force. Exit status: 0 on success, 1 when the files given cannot be used or
@@ -65,6 +70,8 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		err = certsPayload(args[1:], stdout, stderr)
 	case "inspect":
 		err = certsInspect(args[1:], stdout, stderr)
+	case "ticket-keys":
+		err = certsTicketKeys(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, certsUsage)
 		return exitOK
@@ -133,7 +140,7 @@ func (f *issueFlags) register(fs *commandFlags, cnHelp, out string, days int) {
 	fs.StringVar(&f.out, "out", out, "write `OUT`.pem and OUT.key")
 	fs.IntVar(&f.days, "days", days, "validity in `DAYS`")
 	fs.BoolVar(&f.force, "force", false, "overwrite existing files")
-	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256) or rsa")
+	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256), rsa, or post-quantum ml-dsa-44, ml-dsa-65, ml-dsa-87 (TLS 1.3 only; the key is written seed-only)")
 	fs.IntVar(&f.rsaBits, "rsa-bits", certs.DefaultRSABits, "RSA key size in `BITS` (2048, 3072 or 4096) with --key-type rsa")
 }
 
@@ -174,14 +181,15 @@ func writeIssued(iss *certs.Issued, out string, force bool, stdout io.Writer) (s
 	return certFile, keyFile, nil
 }
 
-const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out OUT] [--days DAYS] [--key-type ecdsa|rsa] [--rsa-bits BITS] [--force]
+const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out OUT] [--days DAYS] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--rsa-bits BITS] [--force]
 
 Makes a private CA for Authenticated Origin Pulls: OUT.pem (the certificate:
 trust it at the origin, e.g. aopguard's hosts[].ca or zone_ca, nginx's
 ssl_client_certificate) and OUT.key (its private key, mode 0600: keep it
 offline; it is needed only to issue client certificates). The CA is CA:TRUE
 with path length 0 and the keyCertSign and cRLSign key usages. Defaults:
-ECDSA P-256, valid 3650 days (10 years).
+ECDSA P-256, valid 3650 days (10 years). An ML-DSA CA (post-quantum) signs
+with ML-DSA; its key is written as seed-only PKCS#8.
 
 Flags:
 `
@@ -202,17 +210,24 @@ func certsCA(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "next: aopguard certs client --ca %s --cn app.example.com --out client\n", strings.TrimSuffix(certFile, ".pem"))
+	next := "aopguard certs client --ca " + strings.TrimSuffix(certFile, ".pem") + " --cn app.example.com --out client"
+	if o.Key != "" && o.Key != certs.KeyECDSA && o.Key != certs.KeyRSA {
+		next += " --key-type " + string(o.Key) // a post-quantum CA issues post-quantum clients
+	}
+	fmt.Fprintf(stdout, "next: %s\n", next)
 	return nil
 }
 
-const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca CA] [--out OUT] [--days DAYS] [--key-type ecdsa|rsa] [--rsa-bits BITS] [--force]
+const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca CA] [--out OUT] [--days DAYS] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--rsa-bits BITS] [--force]
 
 Issues the client certificate Cloudflare presents to the origin: OUT.pem and
 OUT.key (mode 0600), signed by the CA in CA.pem/CA.key (from "aopguard certs
 ca"). It is a leaf (CA:FALSE; Cloudflare rejects CA uploads) with the
 clientAuth extended key usage; a NAME that is a hostname is also put in the
 subjectAltName. Defaults: ECDSA P-256, valid 365 days, never beyond the CA.
+For post-quantum AOP, give both the CA and the client an ML-DSA key type:
+an ML-DSA client certificate can only be presented over TLS 1.3, and its key
+is written as seed-only PKCS#8, the form Cloudflare's upload expects.
 
 Flags:
 `
@@ -442,7 +457,11 @@ func writeVerdicts(w io.Writer, set *tlsconfig.Set, c *x509.Certificate, others 
 		if v.Result == tlsconfig.Success {
 			accepted = append(accepted, p.Name())
 		}
-		fmt.Fprintf(w, "%s  %-28s %s\n", indent, fmt.Sprintf("%s (%s)", p.Name(), p.Mode()), what)
+		label := fmt.Sprintf("%s (%s)", p.Name(), p.Mode())
+		if p.Signatures() == tlsconfig.PostQuantum {
+			label = fmt.Sprintf("%s (%s, post-quantum)", p.Name(), p.Mode())
+		}
+		fmt.Fprintf(w, "%s  %-28s %s\n", indent, label, what)
 	}
 	fmt.Fprintf(w, "%s%-12s %s\n", indent, "accepted by:", orNoPolicy(accepted))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"os"
@@ -435,4 +436,94 @@ func TestCertsServer(t *testing.T) {
 	if m := fileMode(t, filepath.Join(dir, "self.key")); m != 0o600 {
 		t.Errorf("key mode after --force %o, want 600", m)
 	}
+}
+
+// TestCertsMLDSA issues post-quantum CAs and client certificates with
+// every ML-DSA parameter set and checks the seed-only keys, the upload
+// body and what inspect says.
+func TestCertsMLDSA(t *testing.T) {
+	for _, level := range []string{"44", "65", "87"} {
+		t.Run("ml-dsa-"+level, func(t *testing.T) {
+			keyType := "ml-dsa-" + level
+			dir := t.TempDir()
+			code, out, errOut := certsRun(t, dir, "ca", "--cn", "PQ AOP CA", "--key-type", keyType, "--out", "ca")
+			if code != 0 || !strings.Contains(out, "ML-DSA-"+level+" (post-quantum)") || !strings.Contains(out, "--key-type "+keyType) {
+				t.Fatalf("certs ca: exit %d\n%s%s", code, out, errOut)
+			}
+			code, out, errOut = certsRun(t, "", "client", "--ca", "ca", "--cn", "app.example.com", "--key-type", keyType, "--out", "client")
+			if code != 0 {
+				t.Fatalf("certs client: exit %d\n%s%s", code, out, errOut)
+			}
+			ca, leaf := readCert(t, filepath.Join(dir, "ca.pem")), readCert(t, filepath.Join(dir, "client.pem"))
+			wantSig := map[string]x509.SignatureAlgorithm{"44": x509.MLDSA44, "65": x509.MLDSA65, "87": x509.MLDSA87}[level]
+			for _, c := range []*x509.Certificate{ca, leaf} {
+				if c.PublicKeyAlgorithm != x509.MLDSA || c.SignatureAlgorithm != wantSig {
+					t.Errorf("%s: key %v signature %v, want ML-DSA / %v", c.Subject.CommonName, c.PublicKeyAlgorithm, c.SignatureAlgorithm, wantSig)
+				}
+			}
+			if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
+				t.Errorf("leaf key usage %v, want digitalSignature only", certs.KeyUsageNames(leaf.KeyUsage))
+			}
+			roots := x509.NewCertPool()
+			roots.AddCert(ca)
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+				t.Errorf("client does not verify under the CA: %v", err)
+			}
+			for _, f := range []string{"ca.key", "client.key"} {
+				if m := fileMode(t, filepath.Join(dir, f)); m != 0o600 {
+					t.Errorf("%s mode %o, want 600", f, m)
+				}
+				if !seedOnly(t, filepath.Join(dir, f)) {
+					t.Errorf("%s is not a seed-only ML-DSA PKCS#8 key", f)
+				}
+			}
+
+			code, out, errOut = certsRun(t, "", "payload", "--cert", "client.pem", "--key", "client.key")
+			var body certs.UploadBody
+			if code != 0 || json.Unmarshal([]byte(out), &body) != nil {
+				t.Fatalf("certs payload: exit %d\n%s%s", code, out, errOut)
+			}
+			keyPEM, _ := os.ReadFile(filepath.Join(dir, "client.key"))
+			if body.PrivateKey != string(keyPEM) || !strings.HasPrefix(body.Certificate, "-----BEGIN CERTIFICATE-----\n") {
+				t.Errorf("upload body does not carry the seed-only key and the certificate:\n%s", out)
+			}
+
+			code, out, _ = certsRun(t, "", "inspect", "client.pem")
+			for _, want := range []string{"key:         ML-DSA-" + level + " (post-quantum)", "signature:   ML-DSA-" + level + " (post-quantum)"} {
+				if code != 0 || !strings.Contains(out, want) {
+					t.Errorf("certs inspect: exit %d, no %q:\n%s", code, want, out)
+				}
+			}
+		})
+	}
+	t.Run("bad key type", func(t *testing.T) {
+		code, _, errOut := certsRun(t, t.TempDir(), "ca", "--cn", "x", "--key-type", "ml-dsa-99")
+		if code != 2 || !strings.Contains(errOut, "ml-dsa-44, ml-dsa-65, ml-dsa-87") {
+			t.Errorf("exit %d, %q", code, errOut)
+		}
+	})
+}
+
+// seedOnly reports whether file holds an ML-DSA PKCS#8 key in the seed-only
+// form of RFC 9881: privateKey is [0] IMPLICIT OCTET STRING (SIZE (32)).
+func seedOnly(t *testing.T, file string) bool {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "PRIVATE KEY" {
+		return false
+	}
+	var k struct {
+		Version    int
+		Algo       struct{ Algorithm asn1.ObjectIdentifier }
+		PrivateKey []byte
+	}
+	if _, err := asn1.Unmarshal(b.Bytes, &k); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return len(k.PrivateKey) == 34 && k.PrivateKey[0] == 0x80 && k.PrivateKey[1] == 32 &&
+		k.Algo.Algorithm.String() >= "2.16.840.1.101.3.4.3.17" && k.Algo.Algorithm.String() <= "2.16.840.1.101.3.4.3.19"
 }

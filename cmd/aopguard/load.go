@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -69,9 +70,19 @@ func (a *app) apply(cfg *config.Config) error {
 		expiries = append(expiries, metrics.Expiry{Role: "server", Cert: p.Leaf})
 	}
 
+	tickets := a.tickets
+	if cfg.SessionTicketKeys != "" {
+		keys, err := tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
+		if err == nil {
+			tickets, err = tlsconfig.SharedTicketKeys(keys)
+		}
+		if err != nil {
+			return bad("session_ticket_keys", err)
+		}
+	}
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
 		GetCertificate: a.servers.getCertificate,
-		Tickets:        a.tickets,
+		Tickets:        tickets,
 		StrictHosts:    cfg.StrictHosts,
 		RefuseNoSNI:    !cfg.AllowNoSNI,
 		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {
@@ -91,7 +102,7 @@ func (a *app) apply(cfg *config.Config) error {
 	if err := a.servers.replace(pairs); err != nil {
 		return err
 	}
-	a.resetChangedPolicies(set)
+	a.resetChangedPolicies(set, cfg.ReadyMinRequests)
 	a.tracker.SetMinRequests(uint64(cfg.ReadyMinRequests))
 	a.ips.Store(ips)
 	a.cfg.Store(cfg)
@@ -113,11 +124,22 @@ func (a *app) apply(cfg *config.Config) error {
 }
 
 // resetChangedPolicies forgets the rollout evidence of every policy whose
-// mode or CAs changed: it was gathered under another configuration.
-func (a *app) resetChangedPolicies(set *tlsconfig.Set) {
+// mode, accepted signatures or CAs changed: it was gathered under another
+// configuration. The exported evidence follows: its series carry a digest
+// of mode, accepted signatures and CAs (policy_id), so the fleet report
+// counts only evidence gathered under a policy some replica runs; their
+// counters are resolved here, once.
+func (a *app) resetChangedPolicies(set *tlsconfig.Set, minRequests int) {
 	ids := map[string]string{}
+	var exported []metrics.RolloutPolicy
+	counters := evidenceCounters{}
+	outcomes := [][2]string{{"success", ""}, {"none", ""}, {"none", tlsconfig.ReasonMissing}}
+	for _, r := range tlsconfig.FailureReasons {
+		outcomes = append(outcomes, [2]string{"failed", r})
+	}
+	sources := []string{cfips.Cloudflare, cfips.Other}
 	for _, p := range set.Policies() {
-		id := p.Mode().String()
+		id := p.Mode().String() + " " + p.Signatures().String()
 		for _, c := range p.CAs() {
 			id += " " + certs.Fingerprint(c.Raw)
 		}
@@ -126,8 +148,18 @@ func (a *app) resetChangedPolicies(set *tlsconfig.Set) {
 			a.tracker.Reset(p.Name())
 			a.log.Info().Str("policy", p.Name()).Msg("policy changed: rollout report restarts its counts")
 		}
+		sum := sha256.Sum256([]byte(id))
+		digest := hex.EncodeToString(sum[:6])
+		exported = append(exported, metrics.RolloutPolicy{Host: p.Name(), Mode: p.Mode().String(), ID: digest, Outcomes: outcomes, Sources: sources})
+		for _, o := range outcomes {
+			for _, src := range sources {
+				counters[evidenceKey{p.Name(), o[0], o[1], src}] = a.metrics.RolloutEvidence(p.Name(), digest, o[0], o[1], src)
+			}
+		}
 	}
 	a.policyIDs = ids
+	a.metrics.SetRolloutPolicies(exported, minRequests)
+	a.evidence.Store(&counters)
 }
 
 // refreshRanges re-downloads Cloudflare's ranges on the configured
@@ -179,7 +211,11 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 	if err != nil {
 		return zone, nil, nil, cfg.KeyError("mode", err)
 	}
-	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, Upstream: cfg.Upstream,
+	zoneSigs, err := tlsconfig.ParseSignatures(cfg.ClientCertSignatures)
+	if err != nil {
+		return zone, nil, nil, cfg.KeyError("client_cert_signatures", err)
+	}
+	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, Signatures: zoneSigs, Upstream: cfg.Upstream,
 		RefuseStaleCRL: cfg.CRLStale == config.CRLStaleRefuse}
 	if zone.Allow, err = allowRules(cfg, "allow", cfg.Allow); err != nil {
 		return zone, nil, nil, err
@@ -198,7 +234,8 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 	}
 	for i, h := range cfg.Hosts {
 		key := fmt.Sprintf("hosts[%d]", i)
-		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, CAs: zone.CAs, Upstream: cfg.Upstream, RefuseStaleCRL: zone.RefuseStaleCRL}
+		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, Signatures: zoneSigs, CAs: zone.CAs, Upstream: cfg.Upstream,
+			RefuseStaleCRL: zone.RefuseStaleCRL}
 		if h.CRLStale != "" {
 			spec.RefuseStaleCRL = h.CRLStale == config.CRLStaleRefuse
 		}
@@ -208,6 +245,11 @@ func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconf
 		if h.Mode != "" {
 			if spec.Mode, err = tlsconfig.ParseMode(h.Mode); err != nil {
 				return zone, nil, nil, cfg.KeyError(key+".mode", err)
+			}
+		}
+		if h.ClientCertSignatures != "" {
+			if spec.Signatures, err = tlsconfig.ParseSignatures(h.ClientCertSignatures); err != nil {
+				return zone, nil, nil, cfg.KeyError(key+".client_cert_signatures", err)
 			}
 		}
 		if h.Upstream != "" {
@@ -437,6 +479,20 @@ func (s *serverCerts) httpHandler(listen string) http.Handler {
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
 	}))
+}
+
+// missing lists the ACME-managed names that have no certificate yet.
+func (s *serverCerts) missing() []string {
+	if s.issuer == nil {
+		return nil
+	}
+	var out []string
+	for _, n := range s.names {
+		if len(s.cache.AllMatchingCertificates(n)) == 0 {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (s *serverCerts) close() { s.cache.Stop() }

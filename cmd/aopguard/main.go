@@ -4,9 +4,10 @@
 //
 //	aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
-//	aopguard status [--admin ADDR] [--json]
+//	aopguard status [--config FILE | --admin ADDR | --prometheus URL] [--json] [-v]
 //	aopguard check --origin ADDR --host NAME [--client-cert FILE --client-key FILE] [--expect require|log-only] [--json]
 //	aopguard certs ca|client|server|payload|inspect [flags]
+//	aopguard cloudflare audit|apply|rotate [flags]
 //	aopguard version
 package main
 
@@ -42,6 +43,9 @@ Usage:
   aopguard certs CMD      make a private AOP CA and client certificates, the origin's
                           server certificate, the upload JSON for Cloudflare, or
                           inspect certificates
+  aopguard cloudflare CMD
+                          audit, apply or rotate Authenticated Origin Pulls at
+                          Cloudflare (API token in CLOUDFLARE_API_TOKEN)
   aopguard version        print the version
 
 Run "aopguard COMMAND -h" (or "aopguard help COMMAND") for a command's flags.
@@ -61,6 +65,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return checkCommand(args[1:], stdout, stderr)
 	case "certs":
 		return certsCommand(args[1:], stdout, stderr)
+	case "cloudflare":
+		return cloudflareCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help" || args[1] == "-help") {
 			fmt.Fprint(stdout, "Usage: aopguard version\n\nPrints aopguard's version and the Go version it was built with.\n")

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/certs"
@@ -46,11 +47,26 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	}
 	var rej *tlsconfig.RejectError
 	var unknown *tlsconfig.UnknownHostError
+	var refused *tlsconfig.RefusedError
 	switch {
+	case errors.As(err, &refused):
+		a.metrics.Refused(refused.Reason)
+		if refused.Log {
+			lvl := zerolog.DebugLevel
+			switch refused.Reason {
+			case tlsconfig.RefusedProxyUntrusted, tlsconfig.RefusedProxyMissing, tlsconfig.RefusedProxyInvalid:
+				lvl = zerolog.WarnLevel
+			case tlsconfig.RefusedPlainHTTP:
+				lvl = zerolog.InfoLevel
+			}
+			a.log.WithLevel(lvl).Str("peer", refused.Peer.String()).Str("reason", refused.Reason).Err(refused.Err).
+				Msg("connection refused before TLS (logged once a minute per peer and reason)")
+		}
 	case err == nil:
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "ok")
+		a.observeAlgorithms(info.Policy, info, info.Verdict)
 		if info.Verdict.Result == tlsconfig.Success {
-			a.clients.seen(info.Policy.Name(), info.Peer[0], info.Verdict.Fingerprint)
+			a.clients.seen(info.Policy.Name(), info.Peer[0], info.Verdict.Fingerprint, info.Source)
 		}
 		if info.Policy.ActionFor(info.Verdict) == tlsconfig.WouldReject {
 			a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
@@ -60,7 +76,8 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 		}
 	case errors.As(err, &rej):
 		a.metrics.Handshake(host, tlsVersion(info.Version), info.Resumed, "refused")
-		a.tracker.Record(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
+		a.observeAlgorithms(rej.Policy, info, rej.Verdict)
+		a.recordEvidence(rollout.Event{Policy: rej.Policy.Name(), Result: rej.Verdict.Result.String(),
 			Reason: rej.Verdict.Reason, Source: info.Source, Remote: info.Remote})
 		a.log.Warn().Str("remote", remote.String()).Str("source", info.Source).Str("sni", proxy.Clip(info.SNI)).
 			Str("policy", rej.Policy.Name()).Str("mode", rej.Policy.Mode().String()).Str("reason", rej.Verdict.Reason).
@@ -79,14 +96,48 @@ func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err er
 	}
 }
 
+// observeAlgorithms counts a handshake judged under p by key agreement and
+// certificate signature, and feeds the post-quantum evidence of the rollout
+// report: of the chains that verified (or would have, but for being
+// classical under post-quantum), how many were ML-DSA throughout and came
+// with post-quantum key agreement.
+func (a *app) observeAlgorithms(p *tlsconfig.Policy, info *tlsconfig.ConnInfo, v tlsconfig.Verdict) {
+	a.metrics.HandshakeAlgorithms(p.Name(), tlsconfig.KeyAgreementName(info.CurveID), tlsconfig.SignatureName(v))
+	if v.Result == tlsconfig.Success || v.Reason == tlsconfig.ReasonClassical {
+		a.tracker.RecordHandshake(rollout.Handshake{Policy: p.Name(), Source: info.Source,
+			MLDSA: v.PostQuantum, PostQuantumKeyAgreement: tlsconfig.PostQuantumKeyAgreement(info.CurveID)})
+	}
+}
+
 // observeRequest feeds every answered request to the rollout report.
 func (a *app) observeRequest(ri proxy.RequestInfo) {
 	result := ri.Verdict.Result.String()
 	if ri.HealthCheck {
 		a.metrics.HealthCheck(ri.Policy.Name(), result)
 	}
-	a.tracker.Record(rollout.Event{Policy: ri.Policy.Name(), Result: result, Reason: ri.Verdict.Reason,
+	a.recordEvidence(rollout.Event{Policy: ri.Policy.Name(), Result: result, Reason: ri.Verdict.Reason,
 		Source: ri.Conn.Source, Remote: ri.Conn.Remote, HealthCheck: ri.HealthCheck})
+}
+
+// evidenceKey names one rollout evidence counter of a policy.
+type evidenceKey struct{ policy, result, reason, source string }
+
+// evidenceCounters are the running policies' evidence counters, resolved
+// when they are loaded.
+type evidenceCounters map[evidenceKey]prometheus.Counter
+
+// recordEvidence gives one event to the rollout report and to its
+// exported counter (health checks have their own).
+func (a *app) recordEvidence(e rollout.Event) {
+	a.tracker.Record(e)
+	if e.HealthCheck {
+		return
+	}
+	if m := a.evidence.Load(); m != nil {
+		if c := (*m)[evidenceKey{e.Policy, e.Result, e.Reason, e.Source}]; c != nil {
+			c.Inc()
+		}
+	}
 }
 
 // maxClientLeaves bounds the client certificates remembered per policy for
@@ -105,22 +156,32 @@ type clientLeaves struct {
 type clientLeaf struct {
 	fingerprint string
 	cert        *x509.Certificate
+	// fromCloudflare is when a connection from Cloudflare's ranges last
+	// presented it (zero: never), for "aopguard cloudflare rotate".
+	fromCloudflare time.Time
 }
 
 // seen records a verified leaf; fp is its fingerprint, already computed
-// for the verdict.
-func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp string) {
+// for the verdict, and source the peer's (cfips.Cloudflare or not).
+func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp, source string) {
+	var cf time.Time
+	if source == cfips.Cloudflare {
+		cf = time.Now()
+	}
 	cl.mu.Lock()
 	list := cl.byHost[host]
 	for i, l := range list {
 		if l.fingerprint == fp {
 			copy(list[1:i+1], list[:i])
+			if !cf.IsZero() {
+				l.fromCloudflare = cf
+			}
 			list[0] = l
 			cl.mu.Unlock()
 			return
 		}
 	}
-	list = append([]clientLeaf{{fp, leaf}}, list...)
+	list = append([]clientLeaf{{fp, leaf, cf}}, list...)
 	var dropped *clientLeaf
 	if len(list) > maxClientLeaves {
 		dropped = &list[maxClientLeaves]
@@ -141,6 +202,14 @@ func (cl *clientLeaves) seen(host string, leaf *x509.Certificate, fp string) {
 	}
 	cl.metrics.ClientExpiry(host, certs.Describe(leaf), float64(leaf.NotAfter.Unix()))
 	cl.onNew("client", host, leaf)
+}
+
+// recent returns copies of the leaves recently verified under policy host,
+// most recent first (at most maxClientLeaves).
+func (cl *clientLeaves) recent(host string) []clientLeaf {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return append([]clientLeaf(nil), cl.byHost[host]...)
 }
 
 func (cl *clientLeaves) each(f func(host string, c *x509.Certificate)) {

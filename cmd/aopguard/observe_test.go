@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/aopguard/aopguard/certs"
+	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/internal/testpki"
 	"github.com/aopguard/aopguard/metrics"
 )
@@ -19,11 +20,11 @@ func TestClientLeavesBounded(t *testing.T) {
 	ca := testpki.CA(t, "ca")
 	first := testpki.Client(t, ca, "edge")
 	renewed := testpki.Client(t, ca, "edge") // the renewal keeps the subject
-	cl.seen("h", first.Cert, certs.Fingerprint(first.Cert.Raw))
-	cl.seen("h", renewed.Cert, certs.Fingerprint(renewed.Cert.Raw))
+	cl.seen("h", first.Cert, certs.Fingerprint(first.Cert.Raw), cfips.Other)
+	cl.seen("h", renewed.Cert, certs.Fingerprint(renewed.Cert.Raw), cfips.Other)
 	for i := 0; i < maxClientLeaves-1; i++ { // the last one pushes first out
 		leaf := testpki.Client(t, ca, "other "+string(rune('a'+i)))
-		cl.seen("h", leaf.Cert, certs.Fingerprint(leaf.Cert.Raw))
+		cl.seen("h", leaf.Cert, certs.Fingerprint(leaf.Cert.Raw), cfips.Other)
 	}
 	series := `aopguard_certificate_expiry_timestamp_seconds`
 	if n := testutil.CollectAndCount(m.Registry, series); n != maxClientLeaves {

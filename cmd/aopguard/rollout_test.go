@@ -147,7 +147,10 @@ hosts:
 		!strings.Contains(host.Why, "zone_cert_on_host 3") || !strings.Contains(host.Why, "untrusted 2") {
 		t.Errorf("host: %s (%s)", host.Verdict, host.Why)
 	}
-	if len(host.FailingSources) != 1 || host.FailingSources[0].Address != cloudflareAddr || host.FailingSources[0].Source != "cloudflare" {
+	// One address, two reasons: two entries whose counts agree with the
+	// breakdown (zone_cert_on_host 3, untrusted 2).
+	if f := host.FailingSources; len(f) != 2 || f[0].Address != cloudflareAddr || f[0].Source != "cloudflare" ||
+		f[0].Reason != "untrusted" || f[0].Count != 2 || f[1].Reason != "zone_cert_on_host" || f[1].Count != 3 {
 		t.Errorf("host failing sources %+v", host.FailingSources)
 	}
 	if len(zone.FailingSources) != 1 || zone.FailingSources[0].Address != scannerAddr || zone.FailingSources[0].Reason != "missing" {
@@ -157,7 +160,9 @@ hosts:
 		t.Errorf("report does not say which Cloudflare ranges it used: %q", rep.CloudflareIPs)
 	}
 	code, out := statusCLI(t, g)
-	if code != 1 || !strings.Contains(out, "app.example.com") || !strings.Contains(out, "not_ready") || strings.Contains(out, "\x1b[") {
+	if code != 1 || !strings.Contains(out, "app.example.com") || !strings.Contains(out, "not_ready") || strings.Contains(out, "\x1b[") ||
+		!strings.Contains(out, "failing source "+cloudflareAddr+" (cloudflare): untrusted ×2") ||
+		!strings.Contains(out, "failing source "+cloudflareAddr+" (cloudflare): zone_cert_on_host ×3") {
 		t.Errorf("aopguard status: exit %d (want 1, no colour into a pipe):\n%s", code, out)
 	}
 

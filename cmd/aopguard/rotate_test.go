@@ -342,7 +342,7 @@ func TestRotationRecipeFromREADME(t *testing.T) {
 			t.Fatalf("%s: exit %d\n%s", line, code, out)
 		}
 	}
-	setup := readmeCommands(t, "**1. Upload a client certificate to Cloudflare.**", "**3. Enable AOP for the zone",
+	setup := readmeCommands(t, "**1. Upload a client certificate to Cloudflare.**", "**3. ",
 		"aopguard certs ca ", "aopguard certs client ", "aopguard certs server ", "cp app-ca")
 	step1 := readmeCommands(t, "**1. Origin: trust both.**", "**2. Cloudflare: upload", "aopguard certs ", "cat ", "cp ")
 	step5 := readmeCommands(t, "**5. Origin: trust only the new CA.**", "**6. Cloudflare", "cp ", "cat ")

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/cfips"
@@ -51,10 +52,15 @@ made at start.
 The admin listener (--admin, plain HTTP: keep it private) serves:
   GET /metrics       Prometheus metrics
   GET /healthz       "ok" while the process runs (liveness)
-  GET /readyz        200 once the configuration is loaded and the listeners
-                     serve, 503 otherwise (readiness)
+  GET /readyz        200 once the configuration is loaded, the listeners serve
+                     and every ACME name has a certificate; 503 before that and
+                     while draining (readiness)
   GET /status        the rollout report as JSON (what "aopguard status" reads)
   GET /              the rollout report as an HTML page
+  POST /trust?host=H would H's running policy accept the PEM chain in the body
+                     (what "aopguard cloudflare" asks before a change)
+  GET /clients?host=H
+                     the client certificates recently verified for H
   /debug/pprof/      Go's profiler, only with --admin-pprof
 
 SIGHUP reloads the configuration (so do changes to the files it names);
@@ -69,7 +75,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*flags, error) {
 	fs := newCommandFlags("aopguard run", runUsage, stdout)
 	fs.StringVar(&f.configFile, "config", "", "read the configuration from `FILE` (YAML)")
 	fs.StringVar(&f.listen, "listen", config.DefaultListen, "accept TLS connections on `ADDR`")
-	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve the admin endpoints (/metrics, /healthz, /readyz, /status, /) on `ADDR`")
+	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve the admin endpoints (/, /status, /metrics, /readyz, /healthz, /trust, /clients) on `ADDR`")
 	fs.StringVar(&f.upstream, "upstream", "", "forward admitted requests to `URL` (http://, https:// or unix:///path.sock)")
 	fs.StringVar(&f.mode, "mode", config.DefaultMode, "judge client certificates in `MODE`: off, log-only or require")
 	fs.StringVar(&f.zoneCA, "zone-ca", config.DefaultZoneCA, "trust `CA` for the zone: cloudflare (embedded) or a PEM bundle file")
@@ -160,6 +166,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		return &exitError{exitConfig, err}
 	}
 	m := metrics.New()
+	m.ResolveRefused(tlsconfig.RefusedReasons)
 	a, err := newApp(logger, m, cfg.ACME, cfg.Listen)
 	if err != nil {
 		var ce *config.Error
@@ -195,6 +202,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		MaxConnections:   cfg.MaxConnections,
 		MaxHandshakes:    cfg.MaxHandshakes,
 		ACMETLS:          a.servers.acmeTLS(),
+		ProxyProtocol:    proxyProtocol(cfg.ProxyProtocol),
 	})
 	srv := proxy.NewServer(proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest}), proxy.ServerOptions{
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -224,6 +232,8 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	if err := a.servers.manage(ctx); err != nil {
 		return fmt.Errorf("acme: %w", err)
 	}
+	a.phase.Store(phaseServing)
+	notifySystemd(logger, daemon.SdNotifyReady)
 	logger.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("version", versionString()).Msg("aopguard serving")
 
@@ -253,6 +263,10 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 				return fmt.Errorf("serving: %w", err)
 			}
 		case <-ctx.Done():
+			// /readyz fails from now on, so balancers stop sending while
+			// in-flight requests finish; /healthz keeps answering.
+			a.phase.Store(phaseDraining)
+			notifySystemd(logger, daemon.SdNotifyStopping)
 			logger.Info().Dur("drain_timeout", cfg.ShutdownTimeout).Msg("shutting down: draining in-flight requests")
 			dctx, cancel := context.WithTimeout(context.Background(), a.config().ShutdownTimeout)
 			defer cancel()
@@ -264,6 +278,23 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 			logger.Info().Msg("stopped")
 			return nil
 		}
+	}
+}
+
+// proxyProtocol converts the proxy_protocol settings (nil: off).
+func proxyProtocol(c *config.ProxyProtocol) *tlsconfig.ProxyProtocol {
+	if c == nil {
+		return nil
+	}
+	return &tlsconfig.ProxyProtocol{Trusted: c.Trusted, Timeout: c.Timeout}
+}
+
+// notifySystemd tells systemd (Type=notify) what /readyz says: ready once
+// serving, stopping at the start of a drain. Without NOTIFY_SOCKET in the
+// environment it does nothing.
+func notifySystemd(log zerolog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn().Err(err).Str("state", state).Msg("notifying systemd failed")
 	}
 }
 
@@ -298,6 +329,8 @@ type app struct {
 	routes    atomic.Pointer[proxy.Routes]
 	ips       atomic.Pointer[cfips.List]
 	loaded    atomic.Pointer[[]metrics.Expiry] // certificates of the running configuration
+	evidence  atomic.Pointer[evidenceCounters] // exported rollout evidence of the running policies
+	phase     atomic.Int32                     // phaseStarting, phaseServing or phaseDraining, for /readyz
 	policyIDs map[string]string                // policy name -> mode and CA fingerprints, to reset stale evidence
 	refreshed *cfips.List                      // last good download of the ranges, if any
 	lastHash  [32]byte                         // content of the watched files at the last load attempt
@@ -361,8 +394,9 @@ func (a *app) reload(f *flags, why string) {
 		old := a.config()
 		if cfg.Listen != old.Listen || cfg.Admin != old.Admin || cfg.MaxConnections != old.MaxConnections || !reflect.DeepEqual(cfg.ACME, old.ACME) ||
 			cfg.MaxHandshakes != old.MaxHandshakes || cfg.HandshakeTimeout != old.HandshakeTimeout ||
-			cfg.ReadHeaderTimeout != old.ReadHeaderTimeout || cfg.IdleTimeout != old.IdleTimeout || cfg.MaxHeaderBytes != old.MaxHeaderBytes {
-			a.log.Warn().Msg("listen, admin, acme, limits and timeouts change only on restart; keeping the current ones")
+			cfg.ReadHeaderTimeout != old.ReadHeaderTimeout || cfg.IdleTimeout != old.IdleTimeout || cfg.MaxHeaderBytes != old.MaxHeaderBytes ||
+			!reflect.DeepEqual(cfg.ProxyProtocol, old.ProxyProtocol) {
+			a.log.Warn().Msg("listen, admin, acme, proxy_protocol, limits and timeouts change only on restart; keeping the current ones")
 		}
 		err = a.apply(cfg)
 	}
@@ -385,11 +419,47 @@ func (a *app) adminHandler(withPprof bool) http.Handler {
 	}
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.HandleFunc("GET /status", a.serveStatus)
+	mux.HandleFunc("POST /trust", a.serveTrust)
+	mux.HandleFunc("GET /clients", a.serveClients)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", a.serveReadyz)
+	mux.HandleFunc("GET /{$}", a.servePage)
 	return mux
+}
+
+// Phases of the process, for /readyz.
+const (
+	phaseStarting = iota // configuration loaded, listeners not serving yet
+	phaseServing
+	phaseDraining // SIGTERM: finishing in-flight requests
+)
+
+// serveReadyz is GET /readyz: 200 once the configuration is loaded, the
+// listeners serve and every ACME-managed name has a certificate; 503
+// before that and from the start of a drain. /healthz is liveness only.
+func (a *app) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	why := ""
+	switch a.phase.Load() {
+	case phaseStarting:
+		why = "starting: listeners not serving yet"
+	case phaseDraining:
+		why = "draining: shutting down, finishing in-flight requests"
+	default:
+		if m := a.servers.missing(); len(m) > 0 {
+			why = "waiting for ACME certificates: " + strings.Join(m, ", ")
+		}
+	}
+	if why != "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, why+"\n")
+		return
+	}
+	io.WriteString(w, "ready\n")
 }
 
 // meters adapts metrics.Metrics to proxy.Meters.

@@ -37,6 +37,7 @@ func watchedFiles(configFile string, cfg *config.Config) []string {
 	}
 	add(cfg.CRL)
 	add(cfg.CloudflareIPs)
+	add(cfg.SessionTicketKeys)
 	for _, kp := range cfg.Certificates {
 		add(kp.Cert)
 		add(kp.Key)

@@ -81,7 +81,7 @@ func TestReloadLoopSerializesTriggers(t *testing.T) {
 	cancel()
 	<-done
 	depth := 0
-	for _, l := range bytes.Split(logs.Bytes(), []byte("\n")) {
+	for _, l := range bytes.Split([]byte(logs.String()), []byte("\n")) {
 		switch {
 		case bytes.Contains(l, []byte(`"message":"reloading configuration"`)):
 			depth++
@@ -89,25 +89,7 @@ func TestReloadLoopSerializesTriggers(t *testing.T) {
 			depth--
 		}
 		if depth < 0 || depth > 1 {
-			t.Fatalf("reloads overlapped:\n%s", logs.Bytes())
+			t.Fatalf("reloads overlapped:\n%s", logs.String())
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }

@@ -1,13 +1,15 @@
 // Package testpki builds throwaway certificate authorities and leaves in
 // memory for tests: the Cloudflare-like origin-pull CA, customer CAs, client
 // leaves with and without the clientAuth usage, expired and not-yet-valid
-// leaves, and server certificates. Nothing here is for production use.
+// leaves, and server certificates; with ECDSA, RSA or post-quantum ML-DSA
+// keys. Nothing here is for production use.
 package testpki
 
 import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/mldsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -40,6 +42,22 @@ type Options struct {
 	EKU       []x509.ExtKeyUsage // nil: clientAuth for leaves, none for CAs
 	NoEKU     bool               // leave the EKU extension out entirely
 	RSABits   int                // 0: ECDSA P-256
+	// MLDSA is 44, 65 or 87 for an ML-DSA key of that parameter set
+	// (FIPS 204); it takes precedence over RSABits.
+	MLDSA int
+}
+
+// MLDSAParams returns the ML-DSA parameter set for 44, 65 or 87.
+func MLDSAParams(level int) (mldsa.Parameters, bool) {
+	switch level {
+	case 44:
+		return mldsa.MLDSA44(), true
+	case 65:
+		return mldsa.MLDSA65(), true
+	case 87:
+		return mldsa.MLDSA87(), true
+	}
+	return mldsa.Parameters{}, false
 }
 
 var serial atomic.Int64
@@ -49,7 +67,13 @@ func New(t testing.TB, parent *Cert, o Options) *Cert {
 	t.Helper()
 	var key crypto.Signer
 	var err error
-	if o.RSABits > 0 {
+	if o.MLDSA != 0 {
+		params, ok := MLDSAParams(o.MLDSA)
+		if !ok {
+			t.Fatalf("testpki: ML-DSA level %d: want 44, 65 or 87", o.MLDSA)
+		}
+		key, err = mldsa.GenerateKey(params)
+	} else if o.RSABits > 0 {
 		key, err = rsa.GenerateKey(rand.Reader, o.RSABits)
 	} else {
 		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -77,7 +101,10 @@ func New(t testing.TB, parent *Cert, o Options) *Cert {
 	if o.IsCA {
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
 	} else {
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		if o.MLDSA == 0 {
+			tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+		}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	if o.EKU != nil {
@@ -104,6 +131,24 @@ func New(t testing.TB, parent *Cert, o Options) *Cert {
 // CA makes a self-signed certificate authority.
 func CA(t testing.TB, cn string) *Cert {
 	return New(t, nil, Options{CN: cn, IsCA: true, NotAfter: time.Now().Add(365 * 24 * time.Hour)})
+}
+
+// MLDSACA makes a self-signed ML-DSA certificate authority; level is 44,
+// 65 or 87.
+func MLDSACA(t testing.TB, cn string, level int) *Cert {
+	return New(t, nil, Options{CN: cn, IsCA: true, NotAfter: time.Now().Add(365 * 24 * time.Hour), MLDSA: level})
+}
+
+// MLDSAClient issues a clientAuth leaf with an ML-DSA key under ca (which
+// may itself be classical or post-quantum).
+func MLDSAClient(t testing.TB, ca *Cert, cn string, level int) *Cert {
+	return New(t, ca, Options{CN: cn, MLDSA: level})
+}
+
+// Intermediate issues a CA certificate under parent; level 0 gives it an
+// ECDSA key, 44, 65 or 87 an ML-DSA one.
+func Intermediate(t testing.TB, parent *Cert, cn string, level int) *Cert {
+	return New(t, parent, Options{CN: cn, IsCA: true, NotAfter: time.Now().Add(300 * 24 * time.Hour), MLDSA: level})
 }
 
 // Client issues a clientAuth leaf under ca.
