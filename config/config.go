@@ -515,14 +515,15 @@ func checkAddr(a string) error {
 }
 
 // CheckUpstream validates an upstream URL: http://host[:port],
-// https://host[:port] or unix:///absolute/path.sock.
+// https://host[:port], h2c://host[:port] (cleartext HTTP/2),
+// h2://host[:port] (HTTP/2 over TLS) or unix:///absolute/path.sock.
 func CheckUpstream(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
 		return fmt.Errorf("%q is not a URL: %v", s, err)
 	}
 	switch u.Scheme {
-	case "http", "https":
+	case "http", "https", "h2c", "h2":
 		if u.Host == "" {
 			return fmt.Errorf("%q has no host", s)
 		}
@@ -534,7 +535,7 @@ func CheckUpstream(s string) error {
 			return fmt.Errorf("%q: want unix:///absolute/path.sock", s)
 		}
 	default:
-		return fmt.Errorf("%q: scheme must be http, https or unix", s)
+		return fmt.Errorf("%q: scheme must be http, https, h2c, h2 or unix", s)
 	}
 	return nil
 }

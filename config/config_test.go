@@ -263,12 +263,22 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "ftp upstream",
 			in:   "upstream: ftp://x\n",
-			key:  "upstream", line: 1, msg: "scheme must be http, https or unix",
+			key:  "upstream", line: 1, msg: "scheme must be http, https, h2c, h2 or unix",
 		},
 		{
 			name: "host ftp upstream",
 			in:   up + "hosts:\n  - name: a.example.com\n    upstream: ftp://x\n",
-			key:  "hosts[0].upstream", line: 4, msg: "scheme must be http, https or unix",
+			key:  "hosts[0].upstream", line: 4, msg: "scheme must be http, https, h2c, h2 or unix",
+		},
+		{
+			name: "h2c upstream without host",
+			in:   "upstream: h2c://\n",
+			key:  "upstream", line: 1, msg: `"h2c://" has no host`,
+		},
+		{
+			name: "host h2 upstream with query",
+			in:   up + "hosts:\n  - name: a.example.com\n    mode: require\n    upstream: h2://app:443/?x=1\n",
+			key:  "hosts[0].upstream", line: 5, msg: "query or fragment",
 		},
 		{
 			name: "upstream without scheme",
@@ -778,6 +788,14 @@ func TestCheckUpstream(t *testing.T) {
 		{"https://backend.internal", true},
 		{"http://backend/prefix", true},
 		{"unix:///run/app.sock", true},
+		{"h2c://127.0.0.1:50051", true},
+		{"h2://app:443", true},
+		{"h2://app.internal", true},
+		{"h2c://", false},
+		{"h2:///path", false},
+		{"h2c://h:1/?q=1", false},
+		{"h3://app:443", false},
+		{"grpc://app:443", false},
 		{"http://", false},
 		{"https:///path", false},
 		{"http://h/?q=1", false},
@@ -836,5 +854,21 @@ func TestValidateIsDeterministic(t *testing.T) {
 		if err := c.Validate(); !errors.As(err, &ce) || ce.Key != "shutdown_timeout" {
 			t.Fatalf("Validate() = %v, want the shutdown_timeout error first", err)
 		}
+	}
+}
+
+// TestParseH2Upstreams: HTTP/2 upstreams, for the zone and per host, are
+// kept as written.
+func TestParseH2Upstreams(t *testing.T) {
+	t.Parallel()
+	in := "upstream: h2c://127.0.0.1:50051\nhosts:\n  - name: grpc.example.com\n    upstream: h2://app:443\n  - name: web.example.com\n    upstream: http://127.0.0.1:8080\n"
+	c, err := config.Parse([]byte(in), testFile, testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{c.Upstream, c.Hosts[0].Upstream, c.Hosts[1].Upstream}
+	want := []string{"h2c://127.0.0.1:50051", "h2://app:443", "http://127.0.0.1:8080"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("upstreams = %q, want %q", got, want)
 	}
 }

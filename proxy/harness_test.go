@@ -349,6 +349,8 @@ type harnessConfig struct {
 	// idleTimeout and readHeaderTimeout set the Server's; defaults 120s
 	// and guard.
 	idleTimeout, readHeaderTimeout time.Duration
+	// upstreamRoots verifies h2:// upstreams (nil: the system's roots).
+	upstreamRoots *x509.CertPool
 }
 
 // harness runs the proxy wired as cmd/aopguard/run.go wires it: a
@@ -412,6 +414,7 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	}
 	logger := zerolog.New(h.log)
 	ups := NewUpstreams(logger, meters{h.requests})
+	ups.h2.roots = cfg.upstreamRoots
 	timeout := cfg.timeout
 	if timeout == 0 {
 		timeout = guard

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
@@ -15,12 +16,14 @@ import (
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
-// Upstreams builds Routes and keeps one pooled HTTP/1.1 transport (aopguard's
-// own, see transport.go; not net/http's http.Transport) per upstream URL
-// across reloads, so pooled upstream connections survive a reload.
+// Upstreams builds Routes and keeps one pooled transport per upstream URL
+// across reloads, so pooled upstream connections survive a reload: for
+// http:// and https:// aopguard's own HTTP/1.1 transport (transport.go, not
+// net/http's http.Transport), for h2c:// and h2:// the HTTP/2 ones.
 type Upstreams struct {
 	log    zerolog.Logger
 	meters Meters
+	h2     h2Upstreams // the HTTP/2 ones (h2c://, h2://), under mu too
 
 	mu         sync.Mutex
 	transports map[string]*transport
@@ -95,6 +98,7 @@ func (u *Upstreams) Prune(rt *Routes) {
 	for _, p := range rt.Set.Policies() {
 		used[transportKey(p.Upstream(), rt.timeout)] = true
 	}
+	u.pruneH2(used)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for k, t := range u.transports {
@@ -110,7 +114,12 @@ func (u *Upstreams) reverseProxy(raw string, timeout time.Duration) (*httputil.R
 	if err != nil {
 		return nil, err
 	}
-	t := u.transport(raw, target, timeout)
+	var t http.RoundTripper
+	if h2, ok := u.h2Transport(raw, target, timeout); ok {
+		t, target = h2, h2Target(target)
+	} else {
+		t = u.transport(raw, target, timeout)
+	}
 	if target.Scheme == "unix" {
 		// The socket is reached by the transport's dialer; the URL only
 		// needs a syntactically valid host.

@@ -76,7 +76,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*flags, error) {
 	fs.StringVar(&f.configFile, "config", "", "read the configuration from `FILE` (YAML)")
 	fs.StringVar(&f.listen, "listen", config.DefaultListen, "accept TLS connections on `ADDR`")
 	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve the admin endpoints (/, /status, /metrics, /readyz, /healthz, /trust, /clients) on `ADDR`")
-	fs.StringVar(&f.upstream, "upstream", "", "forward admitted requests to `URL` (http://, https:// or unix:///path.sock)")
+	fs.StringVar(&f.upstream, "upstream", "", "forward admitted requests to `URL` (http://, https://, h2c://, h2:// or unix:///path.sock)")
 	fs.StringVar(&f.mode, "mode", config.DefaultMode, "judge client certificates in `MODE`: off, log-only or require")
 	fs.StringVar(&f.zoneCA, "zone-ca", config.DefaultZoneCA, "trust `CA` for the zone: cloudflare (embedded) or a PEM bundle file")
 	fs.StringVar(&f.cert, "cert", "", "serve the origin certificate chain in PEM `FILE`")

@@ -40,7 +40,7 @@ func TestStartupErrorsExit2AndNameFileAndKey(t *testing.T) {
 		{"flag cert without key", "", []string{"--upstream", "http://127.0.0.1:1", "--cert", "server.pem"}, []string{"--cert and --key go together"}},
 		{"flag zone ca garbage", "", []string{"--upstream", "http://127.0.0.1:1", "--zone-ca", p.path("garbage.pem")}, []string{"zone_ca", "garbage.pem: no certificate found"}},
 		{"config file missing", "", []string{"--config", p.path("absent.yaml")}, []string{"absent.yaml", "no such file"}},
-		{"bad upstream flag", "", []string{"--upstream", "ftp://x"}, []string{"--upstream", "scheme must be http, https or unix"}},
+		{"bad upstream flag", "", []string{"--upstream", "ftp://x"}, []string{"--upstream", "scheme must be http, https, h2c, h2 or unix"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
