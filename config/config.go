@@ -18,19 +18,21 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/aopguard/aopguard/tlsconfig"
 )
 
 // Defaults for settings the configuration leaves out.
 const (
-	DefaultListen          = ":8443"
-	DefaultAdmin           = "127.0.0.1:9090"
-	DefaultMode            = "require"
-	DefaultSignatures      = "any"
-	DefaultZoneCA          = "cloudflare"
-	DefaultMaxHeaderBytes  = 64 << 10
-	DefaultUpstreamTimeout = 60 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultHandshakeTimout = 10 * time.Second
+	DefaultListen           = ":8443"
+	DefaultAdmin            = "127.0.0.1:9090"
+	DefaultMode             = "require"
+	DefaultSignatures       = "any"
+	DefaultZoneCA           = "cloudflare"
+	DefaultMaxHeaderBytes   = 64 << 10
+	DefaultUpstreamTimeout  = 60 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
 )
 
 // CloudflareCA is the zone_ca value that selects the embedded
@@ -75,9 +77,11 @@ type Config struct {
 	// AllowNoSNI lets connections without a server name (direct to IP)
 	// use the zone policy.
 	AllowNoSNI bool
-	// Allow and CRL apply to the zone policy; hosts have their own.
-	Allow Allow
-	CRL   string
+	// Allow, CRL and CRLStale apply to the zone policy; hosts have their
+	// own.
+	Allow    Allow
+	CRL      string
+	CRLStale string
 	// TrustCloudflareHeaders sets X-Forwarded-For and X-Real-IP from
 	// CF-Connecting-IP for verified connections (and, with
 	// RequireCloudflareSource, only those from Cloudflare's ranges);
@@ -103,6 +107,17 @@ type Config struct {
 	// SessionTicketKeys is a file of shared session ticket keys ("": keys
 	// of the process's own, rotated daily).
 	SessionTicketKeys string
+
+	// lines maps key paths (hosts[1].ca) to their line in File, for
+	// errors found later, when the files the configuration names are read.
+	lines map[string]int
+}
+
+// KeyError returns err as an *Error at key, naming the file and the key's
+// line: what the loader reports when a file the configuration names is
+// unusable.
+func (c *Config) KeyError(key string, err error) *Error {
+	return &Error{File: c.File, Key: key, Line: c.lines[key], Err: err}
 }
 
 // ProxyProtocol configures PROXY protocol v1/v2 on the listener.
@@ -189,7 +204,18 @@ type Host struct {
 	Upstream             string
 	Allow                Allow
 	CRL                  string
+	CRLStale             string
 }
+
+// What a policy does with a CRL past its NextUpdate (crl_stale).
+const (
+	// CRLStaleWarn, the default, keeps using the stale CRL (it still
+	// revokes everything it lists) and logs and counts it.
+	CRLStaleWarn = "warn"
+	// CRLStaleRefuse refuses every client certificate of the policy until
+	// a fresh CRL is loaded, as OpenSSL (nginx's ssl_crl) does.
+	CRLStaleRefuse = "refuse"
+)
 
 // Error is a configuration error at one key.
 type Error struct {
@@ -231,7 +257,7 @@ func Default() *Config {
 		MaxHeaderBytes:       DefaultMaxHeaderBytes,
 		UpstreamTimeout:      DefaultUpstreamTimeout,
 		ShutdownTimeout:      DefaultShutdownTimeout,
-		HandshakeTimeout:     DefaultHandshakeTimout,
+		HandshakeTimeout:     DefaultHandshakeTimeout,
 		ReadyMinRequests:     DefaultReadyMinRequests,
 		AllowNoSNI:           true,
 		ReadHeaderTimeout:    DefaultReadHeaderTimeout,
@@ -275,11 +301,8 @@ func Parse(data []byte, file, dir string) (*Config, error) {
 		return nil, p.err
 	}
 	c.resolve(dir)
+	c.lines = p.lines
 	if err := c.Validate(); err != nil {
-		if ce, ok := err.(*Error); ok {
-			ce.File = file
-			ce.Line = p.lines[ce.Key]
-		}
 		return nil, err
 	}
 	return c, nil
@@ -323,7 +346,7 @@ func (c *Config) resolve(dir string) {
 // and again after command-line flags are applied.
 func (c *Config) Validate() error {
 	bad := func(key string, format string, args ...any) error {
-		return &Error{File: c.File, Key: key, Err: fmt.Errorf(format, args...)}
+		return c.KeyError(key, fmt.Errorf(format, args...))
 	}
 	if err := checkAddr(c.Listen); err != nil {
 		return bad("listen", "%v", err)
@@ -337,8 +360,11 @@ func (c *Config) Validate() error {
 	if err := CheckUpstream(c.Upstream); err != nil {
 		return bad("upstream", "%v", err)
 	}
-	if !validMode(c.Mode) {
-		return bad("mode", "%q is not one of off, log-only, require", c.Mode)
+	if err := checkMode(c.Mode); err != nil {
+		return bad("mode", "%v", err)
+	}
+	if err := checkCRLStale(c.CRLStale); err != nil {
+		return bad("crl_stale", "%v", err)
 	}
 	if !validSignatures(c.ClientCertSignatures) {
 		return bad("client_cert_signatures", "%q is not one of any, post-quantum", c.ClientCertSignatures)
@@ -362,8 +388,15 @@ func (c *Config) Validate() error {
 			return bad(key+".name", "%q is already configured at hosts[%d]", h.Name, j)
 		}
 		seen[n] = i
-		if h.Mode != "" && !validMode(h.Mode) {
-			return bad(key+".mode", "%q is not one of off, log-only, require", h.Mode)
+		if h.Mode != "" {
+			if err := checkMode(h.Mode); err != nil {
+				return bad(key+".mode", "%v", err)
+			}
+		}
+		if h.CRLStale != "" {
+			if err := checkCRLStale(h.CRLStale); err != nil {
+				return bad(key+".crl_stale", "%v", err)
+			}
 		}
 		if h.ClientCertSignatures != "" && !validSignatures(h.ClientCertSignatures) {
 			return bad(key+".client_cert_signatures", "%q is not one of any, post-quantum", h.ClientCertSignatures)
@@ -438,22 +471,39 @@ func (c *Config) Validate() error {
 	if c.MaxHandshakes < 1 {
 		return bad("max_handshakes", "must be at least 1")
 	}
-	for key, d := range map[string]time.Duration{
-		"upstream_timeout":      c.UpstreamTimeout,
-		"shutdown_timeout":      c.ShutdownTimeout,
-		"handshake_timeout":     c.HandshakeTimeout,
-		"read_header_timeout":   c.ReadHeaderTimeout,
-		"idle_timeout":          c.IdleTimeout,
-		"reload_check_interval": c.ReloadCheckInterval,
+	// In the order of the reference, so the first bad one is always the
+	// one reported.
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"upstream_timeout", c.UpstreamTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout},
+		{"handshake_timeout", c.HandshakeTimeout},
+		{"read_header_timeout", c.ReadHeaderTimeout},
+		{"idle_timeout", c.IdleTimeout},
+		{"reload_check_interval", c.ReloadCheckInterval},
 	} {
-		if d <= 0 {
-			return bad(key, "must be a positive duration such as 30s")
+		if d.d <= 0 {
+			return bad(d.key, "must be a positive duration such as 30s")
 		}
 	}
 	return nil
 }
 
-func validMode(m string) bool { return m == "off" || m == "log-only" || m == "require" }
+// checkMode accepts what tlsconfig.ParseMode does: the mode names live
+// there, with the modes, and nowhere else.
+func checkMode(m string) error {
+	_, err := tlsconfig.ParseMode(m)
+	return err
+}
+
+func checkCRLStale(s string) error {
+	if s == "" || s == CRLStaleWarn || s == CRLStaleRefuse {
+		return nil
+	}
+	return fmt.Errorf("%q is not one of %s, %s", s, CRLStaleRefuse, CRLStaleWarn)
+}
 
 func validSignatures(s string) bool { return s == "any" || s == "post-quantum" }
 

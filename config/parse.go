@@ -157,6 +157,7 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 		"allow_no_sni":              p.boolean(&c.AllowNoSNI),
 		"allow":                     p.allow(&c.Allow),
 		"crl":                       p.str(&c.CRL),
+		"crl_stale":                 p.str(&c.CRLStale),
 		"trust_cloudflare_headers":  p.boolean(&c.TrustCloudflareHeaders),
 		"require_cloudflare_source": p.boolean(&c.RequireCloudflareSource),
 		"read_header_timeout":       p.duration(&c.ReadHeaderTimeout),
@@ -236,6 +237,7 @@ func (p *parser) top(n *yaml.Node, c *Config) {
 					"upstream":               p.str(&h.Upstream),
 					"allow":                  p.allow(&h.Allow),
 					"crl":                    p.str(&h.CRL),
+					"crl_stale":              p.str(&h.CRLStale),
 				})
 				c.Hosts = append(c.Hosts, h)
 			})

@@ -38,6 +38,8 @@ type Metrics struct {
 	evidence      *prometheus.CounterVec
 	policyInfo    *prometheus.GaugeVec
 	minRequests   prometheus.Gauge
+	crlNextUpdate *prometheus.GaugeVec
+	crlStale      *prometheus.CounterVec
 	collectors    []prometheus.Collector
 
 	policyMu sync.Mutex
@@ -119,8 +121,17 @@ func New() *Metrics {
 		Name: "aopguard_rollout_min_requests",
 		Help: "Cloudflare requests in the last hour a log-only policy needs before it can be called ready to enforce (ready_min_requests).",
 	})
+	m.crlNextUpdate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "aopguard_crl_next_update_timestamp_seconds",
+		Help: "NextUpdate of the CRL of each policy that loads one, as a Unix time: past it the CRL is stale.",
+	}, []string{"host"})
+	m.crlStale = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aopguard_crl_stale_total",
+		Help: "Times a policy was found working from a CRL past its NextUpdate (at each load and daily), by what crl_stale does: refuse or warn.",
+	}, []string{"host", "action"})
 	m.collectors = []prometheus.Collector{m.verifications, m.expiry, m.reloads, m.lastReload, m.requests, m.handshakeErrs,
-		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health, m.refused, m.evidence, m.policyInfo, m.minRequests}
+		m.handshakes, m.algorithms, m.reqDuration, m.upDuration, m.upErrors, m.health, m.refused, m.evidence, m.policyInfo, m.minRequests,
+		m.crlNextUpdate, m.crlStale}
 	m.Registry.MustRegister(m.collectors...)
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -289,6 +300,19 @@ func (m *Metrics) SetExpiries(list []Expiry) {
 		m.expiry.WithLabelValues(e.Role, e.Host, certs.Describe(e.Cert)).Set(float64(e.Cert.NotAfter.Unix()))
 	}
 }
+
+// SetCRLNextUpdates replaces the CRL series with those of the running
+// policies: host (policy name) to NextUpdate, as a Unix time.
+func (m *Metrics) SetCRLNextUpdates(next map[string]float64) {
+	m.crlNextUpdate.Reset()
+	for host, t := range next {
+		m.crlNextUpdate.WithLabelValues(host).Set(t)
+	}
+}
+
+// CRLStale counts a policy found working from a stale CRL; action is
+// refuse or warn.
+func (m *Metrics) CRLStale(host, action string) { m.crlStale.WithLabelValues(host, action).Inc() }
 
 // Reloaded records the outcome of a configuration load.
 func (m *Metrics) Reloaded(ok bool, unixTime float64) {

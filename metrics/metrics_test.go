@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/aopguard/aopguard/internal/testtool"
 )
 
 func TestNames(t *testing.T) {
@@ -123,13 +125,7 @@ func TestDeployFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("promtool is not installed; .ci/run must install Debian's prometheus package")
-		}
-		t.Skip("promtool not installed")
-	}
+	promtool := testtool.Path(t, "promtool")
 	for _, f := range []string{alerts, recording, dashRules} {
 		if out, err := exec.Command(promtool, "check", "rules", f).CombinedOutput(); err != nil {
 			t.Errorf("promtool check rules %s: %v\n%s", f, err, out)

@@ -18,8 +18,10 @@ import (
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
-// Upstreams builds Routes and keeps one http.Transport per upstream URL
-// across reloads, so pooled upstream connections survive a reload.
+// Upstreams builds Routes and keeps one pooled transport per upstream URL
+// across reloads, so pooled upstream connections survive a reload: for
+// http:// and https:// aopguard's own HTTP/1.1 transport (transport.go, not
+// net/http's http.Transport), for h2c:// and h2:// the HTTP/2 ones.
 type Upstreams struct {
 	log    zerolog.Logger
 	meters Meters

@@ -366,6 +366,7 @@ var causes = map[string]string{
 	"wrong_usage":       "the certificate Cloudflare sends does not allow client authentication (clientAuth extended key usage)",
 	"revoked":           "the certificate Cloudflare sends is revoked by this policy's CRL",
 	"not_allowed":       "the certificate Cloudflare sends does not match this policy's allow rules",
+	"crl_stale":         "this policy's CRL is past its NextUpdate and crl_stale is refuse: load a fresh CRL",
 	"classical":         "the certificate Cloudflare sends is classical, and this policy accepts only ML-DSA (client_cert_signatures: post-quantum): upload an ML-DSA client certificate to Cloudflare",
 	"needs_tls13":       "Cloudflare connects with TLS 1.2, where no ML-DSA certificate can be presented: whatever sits between Cloudflare and aopguard must allow TLS 1.3",
 }

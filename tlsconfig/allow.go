@@ -95,15 +95,8 @@ func newRevocations(crls []*x509.RevocationList, cas []*x509.Certificate) (revoc
 	}
 	r := revocations{}
 	for i, crl := range crls {
-		var signer *x509.Certificate
-		for _, ca := range cas {
-			if bytes.Equal(ca.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(ca) == nil {
-				signer = ca
-				break
-			}
-		}
-		if signer == nil {
-			return nil, fmt.Errorf("CRL %d (issuer %s) is not signed by any CA of this policy", i+1, crl.Issuer)
+		if err := CheckCRLSigner(crl, cas); err != nil {
+			return nil, fmt.Errorf("CRL %d: %w", i+1, err)
 		}
 		set := r[string(crl.RawIssuer)]
 		if set == nil {
@@ -115,6 +108,17 @@ func newRevocations(crls []*x509.RevocationList, cas []*x509.Certificate) (revoc
 		}
 	}
 	return r, nil
+}
+
+// CheckCRLSigner reports an error unless one of cas signed crl: a CRL
+// no CA of the policy signed could not be trusted to revoke anything.
+func CheckCRLSigner(crl *x509.RevocationList, cas []*x509.Certificate) error {
+	for _, ca := range cas {
+		if bytes.Equal(ca.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(ca) == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("the CRL (issuer %s) is not signed by any CA of this policy", crl.Issuer)
 }
 
 // revoked reports whether any certificate of a verified chain (root

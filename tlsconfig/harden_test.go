@@ -310,3 +310,51 @@ func TestTLS12SuitesAreForwardSecretAEAD(t *testing.T) {
 	}
 	h.next()
 }
+
+// TestStaleCRL: past a CRL's NextUpdate, a policy that refuses on a stale
+// CRL refuses every certificate (crl_stale); one that warns keeps using
+// it. Before that moment a refusing policy caches a success only until
+// NextUpdate, so the change is not hidden by the cache.
+func TestStaleCRL(t *testing.T) {
+	f := getFixture(t)
+	next := time.Now().Add(time.Hour).Truncate(time.Second)
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(2), ThisUpdate: next.Add(-2 * time.Hour), NextUpdate: next},
+		f.zoneCA.Cert, f.zoneCA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, after := next.Add(-time.Minute), next.Add(time.Minute)
+	chain := []*x509.Certificate{f.zoneLeaf.Cert}
+	for _, tc := range []struct {
+		name        string
+		refuse      bool
+		at          time.Time
+		result      Result
+		reason      string
+		untilCapped bool
+	}{
+		{"warn, fresh", false, before, Success, "", false},
+		{"warn, stale", false, after, Success, "", false},
+		{"refuse, fresh", true, before, Success, "", true},
+		{"refuse, stale", true, after, Failed, ReasonCRLStale, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA), CRLs: []*x509.RevocationList{crl}, RefuseStaleCRL: tc.refuse}, nil, mustTickets(t), nil)
+			p := set.Zone()
+			if !p.CRLNextUpdate().Equal(next) || p.RefusesStaleCRL() != tc.refuse {
+				t.Errorf("CRLNextUpdate %v, RefusesStaleCRL %v", p.CRLNextUpdate(), p.RefusesStaleCRL())
+			}
+			e := p.verify(chain, tc.at)
+			if e.result != tc.result || e.reason != tc.reason {
+				t.Errorf("verdict %v %q, want %v %q", e.result, e.reason, tc.result, tc.reason)
+			}
+			if capped := e.result == Success && e.until.Equal(next); capped != tc.untilCapped {
+				t.Errorf("cached until %v (CRL NextUpdate %v); capped %v, want %v", e.until, next, capped, tc.untilCapped)
+			}
+		})
+	}
+}

@@ -150,11 +150,14 @@ const (
 	// presented over TLS 1.3 (a TLS 1.2 client holding one sends none),
 	// so such a connection can never pass; a None verdict like missing.
 	ReasonNeedsTLS13 = "needs_tls13"
+	// ReasonCRLStale: the chain verified but a CRL of the policy is past
+	// its NextUpdate, and the policy refuses on a stale CRL.
+	ReasonCRLStale = "crl_stale"
 )
 
 // FailureReasons lists every Reason of a Failed verdict.
 var FailureReasons = []string{ReasonUntrusted, ReasonExpired, ReasonNotYetValid, ReasonWrongUsage, ReasonInvalid,
-	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed, ReasonClassical}
+	ReasonZoneCertOnHost, ReasonRevoked, ReasonNotAllowed, ReasonClassical, ReasonCRLStale}
 
 // postQuantumOnly reports whether a reason only arises under PostQuantum.
 func postQuantumOnly(reason string) bool {
@@ -198,7 +201,7 @@ func outcomeVerdict(i int) Verdict {
 }
 
 // numOutcomes is 4 + len(FailureReasons); the init check keeps them in step.
-const numOutcomes = 13
+const numOutcomes = 14
 
 func init() {
 	if 4+len(FailureReasons) != numOutcomes {
@@ -267,6 +270,10 @@ type PolicySpec struct {
 	Allow AllowRules
 	// CRLs revoke certificates; each must be signed by one of CAs.
 	CRLs []*x509.RevocationList
+	// RefuseStaleCRL refuses every client certificate (ReasonCRLStale)
+	// while a CRL is past its NextUpdate; otherwise a stale CRL is still
+	// used, and CRLNextUpdate lets the caller log and count it.
+	RefuseStaleCRL bool
 }
 
 // Policy is a compiled PolicySpec. It is immutable once built and safe for
@@ -288,7 +295,19 @@ type Policy struct {
 	zoneRoots *x509.CertPool
 	allow     AllowRules
 	revoked   revocations
+	// crlNextUpdate is the earliest NextUpdate of the policy's CRLs (zero
+	// without CRLs, or when none gives one); refuseStale acts on it.
+	crlNextUpdate time.Time
+	refuseStale   bool
 }
+
+// CRLNextUpdate returns the earliest NextUpdate of the policy's CRLs: past
+// it, the policy is working from a stale CRL. Zero when there is none.
+func (p *Policy) CRLNextUpdate() time.Time { return p.crlNextUpdate }
+
+// RefusesStaleCRL reports whether a stale CRL refuses every client
+// certificate of the policy (crl_stale: refuse).
+func (p *Policy) RefusesStaleCRL() bool { return p.refuseStale }
 
 // Name returns "_zone" or the configured host name.
 func (p *Policy) Name() string { return p.name }
@@ -408,6 +427,7 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 			}
 		}
 		pq := postQuantumChain(chains)
+		stale := !p.crlNextUpdate.IsZero() && !now.Before(p.crlNextUpdate)
 		switch {
 		case p.revoked.revoked(chains[0]):
 			return cacheEntry{result: Failed, reason: ReasonRevoked, pq: pq}
@@ -415,6 +435,11 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) cacheEntry {
 			return cacheEntry{result: Failed, reason: ReasonClassical, until: until}
 		case !p.allow.Match(leaf):
 			return cacheEntry{result: Failed, reason: ReasonNotAllowed, pq: pq}
+		case stale && p.refuseStale:
+			return cacheEntry{result: Failed, reason: ReasonCRLStale, pq: pq}
+		}
+		if !stale && p.refuseStale && p.crlNextUpdate.Before(until) {
+			until = p.crlNextUpdate // judged again once the CRL goes stale
 		}
 		return cacheEntry{result: Success, until: until, pq: pq}
 	}

@@ -120,7 +120,12 @@ func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tlsconfig: policy %s: %w", spec.Name, err)
 	}
-	p.allow, p.revoked = spec.Allow, revoked
+	p.allow, p.revoked, p.refuseStale = spec.Allow, revoked, spec.RefuseStaleCRL
+	for _, crl := range spec.CRLs {
+		if !crl.NextUpdate.IsZero() && (p.crlNextUpdate.IsZero() || crl.NextUpdate.Before(p.crlNextUpdate)) {
+			p.crlNextUpdate = crl.NextUpdate
+		}
+	}
 	p.tls = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   tls12Suites,

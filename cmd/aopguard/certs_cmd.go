@@ -22,6 +22,7 @@ AOP, or zone-level AOP with a customer certificate):
 
   ca       make a private CA: the CA the origin trusts
   client   issue a client certificate from it: the one uploaded to Cloudflare
+  server   make the origin's own TLS certificate (self-signed, or from a CA)
   payload  print the JSON body for Cloudflare's upload (or hostname) API call
   inspect  describe certificates, and which aopguard policies accept them
   ticket-keys  make or rotate a file of session ticket keys shared by replicas
@@ -30,6 +31,7 @@ The workflow:
 
   aopguard certs ca --cn "Example AOP CA" --out ca          # ca.pem, ca.key
   aopguard certs client --ca ca --cn app.example.com --out client
+  aopguard certs server --cn app.example.com --out origin   # the origin's own TLS certificate
   aopguard certs payload --cert client.pem --key client.key > upload.json
   curl -X POST https://api.cloudflare.com/client/v4/zones/$ZONE/origin_tls_client_auth/hostnames/certificates \
        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d @upload.json
@@ -62,6 +64,8 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		err = certsCA(args[1:], stdout, stderr)
 	case "client":
 		err = certsClient(args[1:], stdout, stderr)
+	case "server":
+		err = certsServer(args[1:], stdout, stderr)
 	case "payload":
 		err = certsPayload(args[1:], stdout, stderr)
 	case "inspect":
@@ -87,24 +91,19 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 
 func badInvocation(err error) error { return &exitError{exitConfig, err} }
 
-// newCertsFlags returns a flag set whose -h output starts with usage.
-func newCertsFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("aopguard certs "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	return fs
+// newCertsFlags returns the flag set of "aopguard certs name"; -h writes
+// usage and the flags to stdout.
+func newCertsFlags(name, usage string, stdout io.Writer) *commandFlags {
+	return newCommandFlags("aopguard certs "+name, usage, stdout)
 }
 
 // parseAll parses flags and positional arguments in any order
 // ("inspect a.pem --config x.yaml").
-func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseAll(fs *commandFlags, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, badInvocation(err)
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -118,9 +117,9 @@ func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func noArgs(fs *flag.FlagSet, args []string) error {
+func noArgs(fs *commandFlags, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return badInvocation(err)
+		return err
 	}
 	if fs.NArg() > 0 {
 		return badInvocation(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
@@ -136,9 +135,9 @@ type issueFlags struct {
 	force            bool
 }
 
-func (f *issueFlags) register(fs *flag.FlagSet, cnHelp, out string, days int) {
+func (f *issueFlags) register(fs *commandFlags, cnHelp, out string, days int) {
 	fs.StringVar(&f.cn, "cn", "", cnHelp)
-	fs.StringVar(&f.out, "out", out, "write `BASE`.pem and BASE.key")
+	fs.StringVar(&f.out, "out", out, "write `OUT`.pem and OUT.key")
 	fs.IntVar(&f.days, "days", days, "validity in `DAYS`")
 	fs.BoolVar(&f.force, "force", false, "overwrite existing files")
 	fs.StringVar(&f.keyType, "key-type", string(certs.KeyECDSA), "key `ALGORITHM`: ecdsa (P-256), rsa, or post-quantum ml-dsa-44, ml-dsa-65, ml-dsa-87 (TLS 1.3 only; the key is written seed-only)")
@@ -146,7 +145,7 @@ func (f *issueFlags) register(fs *flag.FlagSet, cnHelp, out string, days int) {
 }
 
 // options parses args and checks the shared flags.
-func (f *issueFlags) options(fs *flag.FlagSet, args []string) (certs.IssueOptions, error) {
+func (f *issueFlags) options(fs *commandFlags, args []string) (certs.IssueOptions, error) {
 	if err := noArgs(fs, args); err != nil {
 		return certs.IssueOptions{}, err
 	}
@@ -182,7 +181,7 @@ func writeIssued(iss *certs.Issued, out string, force bool, stdout io.Writer) (s
 	return certFile, keyFile, nil
 }
 
-const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out ca] [--days 3650] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--force]
+const certsCAUsage = `Usage: aopguard certs ca --cn NAME [--out OUT] [--days DAYS] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--rsa-bits BITS] [--force]
 
 Makes a private CA for Authenticated Origin Pulls: OUT.pem (the certificate:
 trust it at the origin, e.g. aopguard's hosts[].ca or zone_ca, nginx's
@@ -196,7 +195,7 @@ Flags:
 `
 
 func certsCA(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("ca", certsCAUsage, stderr)
+	fs := newCertsFlags("ca", certsCAUsage, stdout)
 	var f issueFlags
 	f.register(fs, "the CA's common `NAME`, e.g. \"Example AOP CA\" (required)", "ca", certs.DefaultCADays)
 	o, err := f.options(fs, args)
@@ -219,7 +218,7 @@ func certsCA(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca ca] [--out client] [--days 365] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--force]
+const certsClientUsage = `Usage: aopguard certs client --cn NAME [--ca CA] [--out OUT] [--days DAYS] [--key-type ecdsa|rsa|ml-dsa-44|ml-dsa-65|ml-dsa-87] [--rsa-bits BITS] [--force]
 
 Issues the client certificate Cloudflare presents to the origin: OUT.pem and
 OUT.key (mode 0600), signed by the CA in CA.pem/CA.key (from "aopguard certs
@@ -234,10 +233,10 @@ Flags:
 `
 
 func certsClient(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("client", certsClientUsage, stderr)
+	fs := newCertsFlags("client", certsClientUsage, stdout)
 	var f issueFlags
 	var ca string
-	fs.StringVar(&ca, "ca", "ca", "sign with the CA in `BASE`.pem and BASE.key")
+	fs.StringVar(&ca, "ca", "ca", "sign with the CA in `CA`.pem and CA.key")
 	f.register(fs, "the certificate's common `NAME`, e.g. app.example.com (required)", "client", certs.DefaultClientDays)
 	o, err := f.options(fs, args)
 	if err != nil {
@@ -260,8 +259,8 @@ func certsClient(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const certsPayloadUsage = `Usage: aopguard certs payload --cert client.pem --key client.key
-       aopguard certs payload --hostnames app.example.com[,...] --cert-id ID [--disable]
+const certsPayloadUsage = `Usage: aopguard certs payload --cert FILE --key FILE
+       aopguard certs payload --hostnames NAME[,NAME...] --cert-id ID [--disable]
 
 With --cert and --key, prints the JSON body for Cloudflare's certificate
 upload endpoints (POST /zones/:zone/origin_tls_client_auth/hostnames/certificates
@@ -279,14 +278,14 @@ Flags:
 `
 
 func certsPayload(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("payload", certsPayloadUsage, stderr)
+	fs := newCertsFlags("payload", certsPayloadUsage, stdout)
 	var (
 		certFile, keyFile, hostnames, certID string
 		disable                              bool
 	)
 	fs.StringVar(&certFile, "cert", "", "the client certificate, PEM `FILE`")
 	fs.StringVar(&keyFile, "key", "", "its private key, PEM `FILE` (unencrypted)")
-	fs.StringVar(&hostnames, "hostnames", "", "comma-separated host `NAMES` to enable per-hostname AOP for")
+	fs.StringVar(&hostnames, "hostnames", "", "enable per-hostname AOP for host `NAME` (comma-separated for several)")
 	fs.StringVar(&certID, "cert-id", "", "the uploaded certificate's `ID`, with --hostnames")
 	fs.BoolVar(&disable, "disable", false, "with --hostnames: \"enabled\": false, to turn per-hostname AOP off")
 	if err := noArgs(fs, args); err != nil {
@@ -338,7 +337,7 @@ func writeBody(w io.Writer, body any) error {
 	return err
 }
 
-const certsInspectUsage = `Usage: aopguard certs inspect [--config aopguard.yaml] FILE...
+const certsInspectUsage = `Usage: aopguard certs inspect [--config FILE] FILE...
 
 Describes every certificate in each PEM FILE (bundles too): subject, issuer,
 subjectAltNames, key type, validity with days left, SHA-256 fingerprint (as in
@@ -352,7 +351,7 @@ Flags:
 `
 
 func certsInspect(args []string, stdout, stderr io.Writer) error {
-	fs := newCertsFlags("inspect", certsInspectUsage, stderr)
+	fs := newCertsFlags("inspect", certsInspectUsage, stdout)
 	var configFile string
 	fs.StringVar(&configFile, "config", "", "judge each certificate under the policies of aopguard configuration `FILE`")
 	files, err := parseAll(fs, args)

@@ -199,8 +199,8 @@ func TestCertsBadInvocations(t *testing.T) {
 		})
 	}
 	for _, sub := range []string{"ca", "client", "payload", "inspect"} {
-		if code, _, errOut := certsRun(t, dir, sub, "-h"); code != 0 || !strings.Contains(errOut, "Usage: aopguard certs "+sub) {
-			t.Errorf("certs %s -h: exit %d\n%s", sub, code, errOut)
+		if code, out, errOut := certsRun(t, dir, sub, "-h"); code != 0 || !strings.Contains(out, "Usage: aopguard certs "+sub) {
+			t.Errorf("certs %s -h: exit %d\n%s%s", sub, code, out, errOut)
 		}
 	}
 }
@@ -354,6 +354,87 @@ hosts:
 				t.Errorf("section %q lacks %q:\n%s", head, l, s)
 			}
 		}
+	}
+}
+
+// TestCertsServer makes origin certificates with the command, self-signed
+// and from a CA, and has openssl verify them for their names.
+func TestCertsServer(t *testing.T) {
+	openssl := tool(t, "openssl")
+	dir := t.TempDir()
+	if code, out, errOut := certsRun(t, dir, "ca", "--cn", "Example Origin CA", "--out", "origin-ca"); code != 0 {
+		t.Fatalf("certs ca: %d\n%s%s", code, out, errOut)
+	}
+	cases := []struct {
+		name   string
+		args   []string
+		trust  string // openssl's -CAfile
+		verify []string
+	}{
+		{"self-signed", []string{"--cn", "app.example.com", "--dns", "localhost", "--ip", "127.0.0.1,::1", "--out", "self"}, "self.pem",
+			[]string{"-verify_hostname", "app.example.com"}},
+		{"self-signed, IP name", []string{"--cn", "app.example.com", "--ip", "127.0.0.1", "--out", "self-ip"}, "self-ip.pem",
+			[]string{"-verify_ip", "127.0.0.1"}},
+		{"from a CA, RSA", []string{"--cn", "app.example.com", "--ca", "origin-ca", "--key-type", "rsa", "--out", "signed"}, "origin-ca.pem",
+			[]string{"-verify_hostname", "app.example.com"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := certsRun(t, dir, append([]string{"server"}, tc.args...)...)
+			base := tc.args[len(tc.args)-1]
+			if code != 0 || !strings.Contains(out, "wrote "+base+".pem (certificate) and "+base+".key (private key, mode 0600)") {
+				t.Fatalf("certs server: exit %d\n%s%s", code, out, errOut)
+			}
+			if m := fileMode(t, filepath.Join(dir, base+".key")); m != 0o600 {
+				t.Errorf("key mode %o, want 600", m)
+			}
+			args := append([]string{"verify", "-purpose", "sslserver", "-CAfile", filepath.Join(dir, tc.trust)}, tc.verify...)
+			v, err := exec.Command(openssl, append(args, filepath.Join(dir, base+".pem"))...).CombinedOutput()
+			if err != nil || !strings.Contains(string(v), base+".pem: OK") {
+				t.Errorf("openssl %v: %v\n%s", args, err, v)
+			}
+			// The wrong name does not verify: the names are what clients check.
+			args = []string{"verify", "-purpose", "sslserver", "-CAfile", filepath.Join(dir, tc.trust), "-verify_hostname", "other.example.com"}
+			if v, err := exec.Command(openssl, append(args, filepath.Join(dir, base+".pem"))...).CombinedOutput(); err == nil {
+				t.Errorf("openssl verified %s for other.example.com:\n%s", base, v)
+			}
+			if _, err := certs.LoadKeyPair(filepath.Join(dir, base+".pem"), filepath.Join(dir, base+".key")); err != nil {
+				t.Errorf("aopguard cannot load the pair: %v", err)
+			}
+		})
+	}
+
+	bad := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no cn", []string{"--out", "x"}, 2, "--cn is required"},
+		{"no name for the SAN", []string{"--cn", "my origin", "--out", "x"}, 2, "no DNS name or IP address"},
+		{"bad ip", []string{"--cn", "app.example.com", "--ip", "300.1.1.1", "--out", "x"}, 2, `--ip: "300.1.1.1" is not an IP address`},
+		{"bad dns", []string{"--cn", "app.example.com", "--dns", "a b", "--out", "x"}, 2, `DNS name "a b"`},
+		{"existing files", []string{"--cn", "app.example.com", "--out", "self"}, 2, "self.pem: already exists (use --force to overwrite)"},
+		{"absent CA", []string{"--cn", "app.example.com", "--ca", "absent", "--out", "x"}, 1, "absent.pem"},
+		{"a leaf as CA", []string{"--cn", "app.example.com", "--ca", "self", "--out", "x"}, 1, "is not a CA certificate"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := certsRun(t, dir, append([]string{"server"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, tc.code, tc.want)
+			}
+		})
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "self.key"))
+	if code, _, _ := certsRun(t, dir, "server", "--cn", "app.example.com", "--out", "self", "--force"); code != 0 {
+		t.Fatal("--force did not overwrite")
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "self.key")); bytes.Equal(before, after) {
+		t.Error("--force left the old key")
+	}
+	if m := fileMode(t, filepath.Join(dir, "self.key")); m != 0o600 {
+		t.Errorf("key mode after --force %o, want 600", m)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,7 +16,9 @@ import (
 	"github.com/aopguard/aopguard/check"
 )
 
-const checkUsage = `Usage: aopguard check --origin ADDR --host NAME [--host NAME ...] [flags]
+const checkUsage = `Usage: aopguard check --origin ADDR --host NAME [--host NAME ...]
+                      [--client-cert FILE --client-key FILE] [--ca FILE | --insecure]
+                      [--expect require|log-only] [--path PATH] [--timeout DURATION] [--json]
 
 Probes a deployed origin (aopguard, nginx, Apache, anything) over real TLS
 the way an attacker and the way Cloudflare would, and checks that
@@ -66,9 +67,9 @@ func (h *hostsFlag) Set(v string) error {
 }
 
 func checkCommand(args []string, stdout, stderr io.Writer) int {
-	opts, asJSON, err := parseCheckFlags(args, stderr)
+	opts, asJSON, err := parseCheckFlags(args, stdout)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if isHelp(err) {
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "aopguard check: %v\n", err)
@@ -96,7 +97,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func parseCheckFlags(args []string, stderr io.Writer) (check.Options, bool, error) {
+func parseCheckFlags(args []string, stdout io.Writer) (check.Options, bool, error) {
 	var (
 		o                 check.Options
 		hosts             hostsFlag
@@ -106,13 +107,8 @@ func parseCheckFlags(args []string, stderr io.Writer) (check.Options, bool, erro
 		insecure, asJSON  bool
 		timeout           time.Duration
 	)
-	fs := flag.NewFlagSet("aopguard check", flag.ContinueOnError)
+	fs := newCommandFlags("aopguard check", checkUsage, stdout)
 	invocation := func(err error) error { return &exitError{exitConfig, err} }
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), checkUsage)
-		fs.PrintDefaults()
-	}
 	fs.StringVar(&origin, "origin", "", "probe the origin at `ADDR` (host:port; port 443 when left out), e.g. 203.0.113.7:443")
 	fs.Var(&hosts, "host", "probe hostname `NAME` (repeatable, or comma-separated)")
 	fs.StringVar(&certFile, "client-cert", "", "the client certificate uploaded to Cloudflare, PEM `FILE` (enables probe 5)")
@@ -124,7 +120,7 @@ func parseCheckFlags(args []string, stderr io.Writer) (check.Options, bool, erro
 	fs.DurationVar(&timeout, "timeout", check.DefaultTimeout, "give up on a probe after `DURATION`")
 	fs.StringVar(&path, "path", "/", "request `PATH`; pick one the app answers with 2xx")
 	if err := fs.Parse(args); err != nil {
-		return o, false, invocation(err)
+		return o, false, err
 	}
 	if fs.NArg() > 0 {
 		return o, false, invocation(fmt.Errorf("unexpected argument %q", fs.Arg(0)))

@@ -250,8 +250,8 @@ func TestCheckBadInvocations(t *testing.T) {
 			}
 		})
 	}
-	if code, _, errOut := checkRun(t, "-h"); code != 0 || !strings.Contains(errOut, "1 direct-ip") {
-		t.Errorf("check -h: exit %d:\n%s", code, errOut)
+	if code, out, errOut := checkRun(t, "-h"); code != 0 || !strings.Contains(out, "1 direct-ip") {
+		t.Errorf("check -h: exit %d:\n%s%s", code, out, errOut)
 	}
 }
 

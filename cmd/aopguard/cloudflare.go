@@ -21,13 +21,55 @@ import (
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
-const cloudflareUsage = `Usage:
+const cloudflareUsage = `Usage: aopguard cloudflare SUBCOMMAND [flags]
+
   aopguard cloudflare audit  --config FILE --zone ZONE [--json]
-  aopguard cloudflare apply  --config FILE --zone ZONE --cert FILE --key FILE (--hostnames a,b | --zone-level) [--dry-run]
+  aopguard cloudflare apply  --config FILE --zone ZONE --cert FILE --key FILE (--hostnames NAME[,NAME...] | --zone-level) [--dry-run]
   aopguard cloudflare rotate --zone ZONE --host NAME --cert FILE --key FILE [--admin URL | --config FILE] [--delete-old]
 
 ZONE is a zone ID or name. The API token is read from CLOUDFLARE_API_TOKEN
 only. Run "aopguard cloudflare SUBCOMMAND -h" for a subcommand's flags.
+`
+
+const cloudflareAuditUsage = `Usage: aopguard cloudflare audit --config FILE --zone ZONE [--json] [--api-url URL]
+
+Reads what Cloudflare presents to this origin for Authenticated Origin Pulls,
+level by level (zone, per-hostname, and the hostnames in between), and judges
+it under the policies of --config, built as "aopguard run" builds them. It
+changes nothing. The API token is read from CLOUDFLARE_API_TOKEN only. Exit
+status: 0 when no hostname will break, 1 otherwise, 2 for a bad invocation,
+a bad configuration or a missing token.
+
+Flags:
+`
+
+const cloudflareApplyUsage = `Usage: aopguard cloudflare apply --config FILE --zone ZONE --cert FILE --key FILE
+                                (--hostnames NAME[,NAME...] | --zone-level) [--dry-run]
+                                [--wait DURATION] [--poll DURATION] [--api-url URL]
+
+Uploads the client certificate and links it to the hostnames (per-hostname
+AOP) or makes it the zone's (--zone-level), in one idempotent run: an upload
+already there (same fingerprint) is reused. It first checks that the policies
+of --config accept the certificate. The API token is read from
+CLOUDFLARE_API_TOKEN only, and the private key goes to Cloudflare only. Exit
+status: 0 once everything is active at Cloudflare, 1 on a refusal, an API
+error or when --wait runs out, 2 for a bad invocation.
+
+Flags:
+`
+
+const cloudflareRotateUsage = `Usage: aopguard cloudflare rotate --zone ZONE --host NAME --cert FILE --key FILE
+                                 [--admin URL | --config FILE] [--delete-old]
+                                 [--wait DURATION] [--poll DURATION] [--api-url URL]
+
+Replaces the per-hostname client certificate of --host without downtime:
+checks with the running aopguard (its admin listener) that the new
+certificate is accepted, uploads and links it, and waits until the origin sees
+Cloudflare present it; --delete-old then deletes the previous one. The API
+token is read from CLOUDFLARE_API_TOKEN only. Exit status: 0 once the
+rotation is complete, 1 when it fails, 2 for a bad invocation.
+
+Flags:
 `
 
 // tokenEnv is the only place the API token comes from.
@@ -68,16 +110,17 @@ func cloudflareCommand(args []string, stdout, stderr io.Writer) int {
 
 // cfFlags are the flags every subcommand shares.
 type cfFlags struct {
-	fs                *flag.FlagSet
+	fs                *commandFlags
 	zone, apiURL, cfg string
 	cert, key         string
 	wait, poll        time.Duration
 }
 
-func newCFFlags(name string, stderr io.Writer) *cfFlags {
-	f := &cfFlags{fs: flag.NewFlagSet("aopguard cloudflare "+name, flag.ContinueOnError)}
-	f.fs.SetOutput(stderr)
-	f.fs.StringVar(&f.zone, "zone", "", "the Cloudflare zone: its `ID or name`")
+// newCFFlags returns the flag set of "aopguard cloudflare name"; -h writes
+// usage and the flags to stdout.
+func newCFFlags(name, usage string, stdout io.Writer) *cfFlags {
+	f := &cfFlags{fs: newCommandFlags("aopguard cloudflare "+name, usage, stdout)}
+	f.fs.StringVar(&f.zone, "zone", "", "the Cloudflare zone: its ID or name, `ZONE`")
 	f.fs.StringVar(&f.apiURL, "api-url", cloudflare.DefaultBaseURL, "Cloudflare's API at `URL` (for API gateways and tests)")
 	f.fs.StringVar(&f.cfg, "config", "", "aopguard's configuration `FILE`, for its policies")
 	return f
@@ -92,10 +135,7 @@ func (f *cfFlags) certFlags(waitDefault time.Duration) {
 
 func (f *cfFlags) parse(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{exitConfig, err}
+		return err // the help, or an invocation error
 	}
 	if f.fs.NArg() > 0 {
 		return &exitError{exitConfig, fmt.Errorf("unexpected argument %q", f.fs.Arg(0))}
@@ -175,7 +215,7 @@ func readUpload(f *cfFlags) (*cloudflare.Upload, error) {
 var errWillBreak = errors.New("at least one hostname will break: see the report")
 
 func cloudflareAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newCFFlags("audit", stderr)
+	f := newCFFlags("audit", cloudflareAuditUsage, stdout)
 	asJSON := f.fs.Bool("json", false, "print the audit as JSON")
 	if err := f.parse(args); err != nil {
 		return err
@@ -212,9 +252,9 @@ func cloudflareAudit(ctx context.Context, args []string, stdout, stderr io.Write
 }
 
 func cloudflareApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newCFFlags("apply", stderr)
+	f := newCFFlags("apply", cloudflareApplyUsage, stdout)
 	f.certFlags(10 * time.Minute)
-	hostnames := f.fs.String("hostnames", "", "link the certificate to these comma-separated `hostnames` (per-hostname AOP)")
+	hostnames := f.fs.String("hostnames", "", "link the certificate to host `NAME` (comma-separated for several; per-hostname AOP)")
 	zoneLevel := f.fs.Bool("zone-level", false, "make the certificate the zone-level one and enable zone-level AOP")
 	dryRun := f.fs.Bool("dry-run", false, "print each request that would change something, private key redacted, and send none")
 	if err := f.parse(args); err != nil {
@@ -251,9 +291,9 @@ func cloudflareApply(ctx context.Context, args []string, stdout, stderr io.Write
 }
 
 func cloudflareRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newCFFlags("rotate", stderr)
+	f := newCFFlags("rotate", cloudflareRotateUsage, stdout)
 	f.certFlags(15 * time.Minute)
-	host := f.fs.String("host", "", "the `hostname` whose per-hostname certificate is replaced")
+	host := f.fs.String("host", "", "the host `NAME` whose per-hostname certificate is replaced")
 	admin := f.fs.String("admin", "", "the running aopguard's admin listener `URL` (default: the config's admin address, else "+config.DefaultAdmin+")")
 	deleteOld := f.fs.Bool("delete-old", false, "delete the previous certificate once the origin has seen the new one")
 	if err := f.parse(args); err != nil {

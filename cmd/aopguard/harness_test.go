@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/aopguard/aopguard/internal/testpki"
+	"github.com/aopguard/aopguard/internal/testtool"
 )
 
 // binary is the aopguard binary built once for the integration tests, which
@@ -340,23 +341,10 @@ func writeConfig(t *testing.T, dir, body string) string {
 }
 
 // tool returns the path of an external program the tests drive (curl,
-// openssl, nginx). Locally a missing one skips the test; under CI, whose
-// .ci/run installs them, it fails it.
+// openssl, nginx): see testtool.Path.
 func tool(t *testing.T, name string, fallback ...string) string {
 	t.Helper()
-	if path, err := exec.LookPath(name); err == nil {
-		return path
-	}
-	for _, f := range fallback { // sbin folders are not on a non-root PATH
-		if _, err := os.Stat(f); err == nil {
-			return f
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed; .ci/run must install it", name)
-	}
-	t.Skipf("%s not installed", name)
-	return ""
+	return testtool.Path(t, name, fallback...)
 }
 
 // runCmd runs cmd and returns its exit code and combined output; failing

@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/rs/zerolog"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aopguard/aopguard/certs"
@@ -31,7 +31,7 @@ import (
 func (a *app) apply(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	bad := func(key string, err error) error { return &config.Error{File: cfg.File, Key: key, Err: err} }
+	bad := cfg.KeyError
 	zone, hosts, expiries, err := policySpecs(cfg)
 	if err != nil {
 		return err
@@ -109,6 +109,13 @@ func (a *app) apply(cfg *config.Config) error {
 	a.routes.Store(routes)
 	a.ups.Prune(routes)
 	a.metrics.SetExpiries(expiries)
+	crlNext := map[string]float64{}
+	for _, p := range set.Policies() {
+		if t := p.CRLNextUpdate(); !t.IsZero() {
+			crlNext[p.Name()] = float64(t.Unix())
+		}
+	}
+	a.metrics.SetCRLNextUpdates(crlNext)
 	a.loaded.Store(&expiries)
 	a.metrics.Reloaded(true, float64(time.Now().Unix()))
 	a.warnSetup(cfg, set, pairs)
@@ -195,102 +202,150 @@ func (a *app) refreshOnce(ctx context.Context, client *http.Client, urls []strin
 	a.log.Info().Int("prefixes", next.Len()).Str("origin", next.Origin()).Msg("Cloudflare's address ranges refreshed")
 }
 
-// policySpecs reads the CA bundles cfg names and returns the zone and host
-// policy specifications, plus the CAs for the expiry gauge. Errors name
-// the config file and key.
+// policySpecs reads the CA bundles and CRLs cfg names and returns the zone
+// and host policy specifications, plus the CAs for the expiry gauge.
+// Errors name the config file, the key and its line.
 func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconfig.PolicySpec, expiries []metrics.Expiry, err error) {
-	bad := func(key string, err error) error { return &config.Error{File: cfg.File, Key: key, Err: err} }
-	zoneCAs := []*x509.Certificate{certs.CloudflareOriginPullCA()}
-	if cfg.ZoneCA != config.CloudflareCA {
-		if zoneCAs, err = certs.LoadBundle(cfg.ZoneCA); err != nil {
-			return zone, nil, nil, bad("zone_ca", err)
-		}
-	}
+	// Modes were checked by config.Validate (with tlsconfig.ParseMode).
 	zoneMode, err := tlsconfig.ParseMode(cfg.Mode)
 	if err != nil {
-		return zone, nil, nil, bad("mode", err)
-	}
-	for _, c := range zoneCAs {
-		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
+		return zone, nil, nil, cfg.KeyError("mode", err)
 	}
 	zoneSigs, err := tlsconfig.ParseSignatures(cfg.ClientCertSignatures)
 	if err != nil {
-		return zone, nil, nil, bad("client_cert_signatures", err)
+		return zone, nil, nil, cfg.KeyError("client_cert_signatures", err)
 	}
-	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, Signatures: zoneSigs, CAs: zoneCAs, Upstream: cfg.Upstream}
-	if zone.Allow, err = allowRules(cfg.File, "allow", cfg.Allow); err != nil {
+	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, Signatures: zoneSigs, Upstream: cfg.Upstream,
+		RefuseStaleCRL: cfg.CRLStale == config.CRLStaleRefuse}
+	if zone.Allow, err = allowRules(cfg, "allow", cfg.Allow); err != nil {
 		return zone, nil, nil, err
 	}
-	if zone.CRLs, err = loadCRL(cfg.File, "crl", cfg.CRL); err != nil {
+	zone.CAs = []*x509.Certificate{certs.CloudflareOriginPullCA()}
+	if cfg.ZoneCA != config.CloudflareCA {
+		if zone.CAs, err = loadTrustBundle(cfg, "zone_ca", cfg.ZoneCA, zone.Allow, "allow"); err != nil {
+			return zone, nil, nil, err
+		}
+	}
+	for _, c := range zone.CAs {
+		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
+	}
+	if zone.CRLs, err = loadCRL(cfg, "crl", cfg.CRL, zone.CAs); err != nil {
 		return zone, nil, nil, err
 	}
 	for i, h := range cfg.Hosts {
-		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, Signatures: zoneSigs, CAs: zoneCAs, Upstream: cfg.Upstream}
 		key := fmt.Sprintf("hosts[%d]", i)
-		if spec.Allow, err = allowRules(cfg.File, key+".allow", h.Allow); err != nil {
-			return zone, nil, nil, err
+		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, Signatures: zoneSigs, CAs: zone.CAs, Upstream: cfg.Upstream,
+			RefuseStaleCRL: zone.RefuseStaleCRL}
+		if h.CRLStale != "" {
+			spec.RefuseStaleCRL = h.CRLStale == config.CRLStaleRefuse
 		}
-		if spec.CRLs, err = loadCRL(cfg.File, key+".crl", h.CRL); err != nil {
+		if spec.Allow, err = allowRules(cfg, key+".allow", h.Allow); err != nil {
 			return zone, nil, nil, err
 		}
 		if h.Mode != "" {
 			if spec.Mode, err = tlsconfig.ParseMode(h.Mode); err != nil {
-				return zone, nil, nil, bad(fmt.Sprintf("hosts[%d].mode", i), err)
+				return zone, nil, nil, cfg.KeyError(key+".mode", err)
 			}
 		}
 		if h.ClientCertSignatures != "" {
 			if spec.Signatures, err = tlsconfig.ParseSignatures(h.ClientCertSignatures); err != nil {
-				return zone, nil, nil, bad(key+".client_cert_signatures", err)
+				return zone, nil, nil, cfg.KeyError(key+".client_cert_signatures", err)
 			}
 		}
 		if h.Upstream != "" {
 			spec.Upstream = h.Upstream
 		}
 		if h.CA != "" {
-			cas, err := certs.LoadBundle(h.CA)
-			if err != nil {
-				return zone, nil, nil, bad(fmt.Sprintf("hosts[%d].ca", i), err)
+			if spec.CAs, err = loadTrustBundle(cfg, key+".ca", h.CA, spec.Allow, key+".allow"); err != nil {
+				return zone, nil, nil, err
 			}
-			spec.CAs = cas
-			for _, c := range cas {
+			for _, c := range spec.CAs {
 				expiries = append(expiries, metrics.Expiry{Role: "host_ca", Host: h.Name, Cert: c})
 			}
+		}
+		if spec.CRLs, err = loadCRL(cfg, key+".crl", h.CRL, spec.CAs); err != nil {
+			return zone, nil, nil, err
 		}
 		hosts = append(hosts, spec)
 	}
 	return zone, hosts, expiries, nil
 }
 
+// loadTrustBundle reads the CA bundle at key. A leaf certificate in it
+// (CA:FALSE) is refused: trusted as a root it acts as a pin of that one
+// certificate, and the next renewal breaks. It is accepted only when the
+// same policy's allow.sha256 (allowKey) lists it too, which says in the
+// configuration that the pin is meant.
+func loadTrustBundle(cfg *config.Config, key, path string, allow tlsconfig.AllowRules, allowKey string) ([]*x509.Certificate, error) {
+	cs, err := certs.LoadBundle(path)
+	if err != nil {
+		return nil, cfg.KeyError(key, err)
+	}
+	for i, c := range cs {
+		if c.IsCA || slices.Contains(allow.SHA256, sha256.Sum256(c.Raw)) {
+			continue
+		}
+		return nil, cfg.KeyError(key, fmt.Errorf("%s: certificate %d of %d (%s, sha256 %s) is a leaf, not a CA: trusted as a CA it would "+
+			"accept only itself, and stop working when it is renewed. Trust the CA that issued it; to pin this certificate on purpose, "+
+			"also list its sha256 under %s.sha256", path, i+1, len(cs), certs.Describe(c), certs.Fingerprint(c.Raw), allowKey))
+	}
+	return cs, nil
+}
+
 // allowRules parses the allow rules at key.
-func allowRules(file, key string, a config.Allow) (tlsconfig.AllowRules, error) {
+func allowRules(cfg *config.Config, key string, a config.Allow) (tlsconfig.AllowRules, error) {
 	var r tlsconfig.AllowRules
-	for name, in := range map[string][]string{"sha256": a.SHA256, "spki_sha256": a.SPKISHA256} {
-		for j, s := range in {
+	for _, list := range []struct {
+		name string
+		in   []string
+		out  *[][32]byte
+	}{{"sha256", a.SHA256, &r.SHA256}, {"spki_sha256", a.SPKISHA256, &r.SPKISHA256}} {
+		for j, s := range list.in {
 			h, err := tlsconfig.ParseHash(s)
 			if err != nil {
-				return r, &config.Error{File: file, Key: fmt.Sprintf("%s.%s[%d]", key, name, j), Err: err}
+				return r, cfg.KeyError(fmt.Sprintf("%s.%s[%d]", key, list.name, j), err)
 			}
-			if name == "sha256" {
-				r.SHA256 = append(r.SHA256, h)
-			} else {
-				r.SPKISHA256 = append(r.SPKISHA256, h)
-			}
+			*list.out = append(*list.out, h)
 		}
 	}
 	r.DNS, r.CN = a.DNS, a.CN
 	return r, nil
 }
 
-// loadCRL reads the CRL at key, if one is configured.
-func loadCRL(file, key, path string) ([]*x509.RevocationList, error) {
+// loadCRL reads the CRL at key, if one is configured, and checks that one
+// of the policy's CAs signed it.
+func loadCRL(cfg *config.Config, key, path string, cas []*x509.Certificate) ([]*x509.RevocationList, error) {
 	if path == "" {
 		return nil, nil
 	}
 	crl, err := certs.LoadCRL(path)
 	if err != nil {
-		return nil, &config.Error{File: file, Key: key, Err: err}
+		return nil, cfg.KeyError(key, err)
+	}
+	if err := tlsconfig.CheckCRLSigner(crl, cas); err != nil {
+		return nil, cfg.KeyError(key, fmt.Errorf("%s: %w", path, err))
 	}
 	return []*x509.RevocationList{crl}, nil
+}
+
+// checkCRLs logs and counts every policy working from a CRL past its
+// NextUpdate: at each load and daily.
+func (a *app) checkCRLs(now time.Time) {
+	for _, p := range a.set().Policies() {
+		next := p.CRLNextUpdate()
+		if next.IsZero() || now.Before(next) {
+			continue
+		}
+		level, action := zerolog.WarnLevel, config.CRLStaleWarn
+		effect := "still used: load a fresh CRL"
+		if p.RefusesStaleCRL() {
+			level, action = zerolog.ErrorLevel, config.CRLStaleRefuse
+			effect = "every client certificate of this policy is refused until a fresh CRL is loaded"
+		}
+		a.metrics.CRLStale(p.Name(), action)
+		a.log.WithLevel(level).Str("policy", p.Name()).Time("next_update", next).Str("crl_stale", action).
+			Str("effect", effect).Msg("CRL is past its NextUpdate")
+	}
 }
 
 // warnSetup logs configurations that work but are probably not what the
@@ -342,11 +397,7 @@ type serverCerts struct {
 
 func newServerCerts(logger zerolog.Logger, acme *config.ACME, listen string) (*serverCerts, error) {
 	s := &serverCerts{log: logger}
-	zl := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zapcore.EncoderConfig{
-		TimeKey: "time", LevelKey: "level", NameKey: "component", MessageKey: "message",
-		EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder,
-		EncodeDuration: zapcore.StringDurationEncoder,
-	}), zapcore.Lock(zapcore.AddSync(zerologSink{logger})), zapcore.WarnLevel)).Named("certmagic")
+	zl := newZapLogger(logger, "certmagic", zapcore.WarnLevel)
 	opts := certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return s.magic, nil },
 		Logger:           zl,
@@ -460,14 +511,23 @@ func (s *serverCerts) selfSigned() (tls.Certificate, error) {
 }
 
 // replace caches the new certificates before removing the old ones, so
-// there is never a moment without one.
+// there is never a moment without one. When one cannot be cached, only
+// what this call added is removed again: caching a certificate that is
+// already served returns the live entry's hash, and removing that would
+// stop serving it.
 func (s *serverCerts) replace(pairs []tls.Certificate) error {
 	var hashes []string
 	keep := map[string]bool{}
 	for _, p := range pairs {
 		h, err := s.magic.CacheUnmanagedTLSCertificate(context.Background(), p, nil)
 		if err != nil {
-			s.cache.Remove(hashes)
+			var added []string
+			for _, h := range hashes {
+				if !slices.Contains(s.hashes, h) {
+					added = append(added, h)
+				}
+			}
+			s.cache.Remove(added)
 			return fmt.Errorf("caching server certificate %s: %w", certs.Describe(p.Leaf), err)
 		}
 		hashes = append(hashes, h)
@@ -492,19 +552,4 @@ func (s *serverCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certifica
 		return c, nil
 	}
 	return s.fallback.Load(), nil
-}
-
-// zerologSink writes certmagic's zap JSON lines straight to our log output.
-type zerologSink struct{ log zerolog.Logger }
-
-func (z zerologSink) Write(p []byte) (int, error) {
-	z.log.Warn().RawJSON("certmagic", trimNL(p)).Msg("certmagic")
-	return len(p), nil
-}
-
-func trimNL(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	return p
 }

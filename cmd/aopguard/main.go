@@ -6,7 +6,7 @@
 //	             [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
 //	aopguard status [--config FILE | --admin ADDR | --prometheus URL] [--json] [-v]
 //	aopguard check --origin ADDR --host NAME [--client-cert FILE --client-key FILE] [--expect require|log-only] [--json]
-//	aopguard certs ca|client|payload|inspect [flags]
+//	aopguard certs ca|client|server|payload|inspect [flags]
 //	aopguard cloudflare audit|apply|rotate [flags]
 //	aopguard version
 package main
@@ -40,14 +40,15 @@ Usage:
   aopguard run [flags]    terminate TLS, verify client certificates, proxy to the app
   aopguard status         is it safe to switch log-only policies to require?
   aopguard check [flags]  probe a deployed origin as an attacker and as Cloudflare would
-  aopguard certs CMD      make a private AOP CA and client certificates, the upload
-                          JSON for Cloudflare, or inspect certificates
+  aopguard certs CMD      make a private AOP CA and client certificates, the origin's
+                          server certificate, the upload JSON for Cloudflare, or
+                          inspect certificates
   aopguard cloudflare CMD
                           audit, apply or rotate Authenticated Origin Pulls at
                           Cloudflare (API token in CLOUDFLARE_API_TOKEN)
   aopguard version        print the version
 
-Run "aopguard COMMAND -h" for a command's flags.
+Run "aopguard COMMAND -h" (or "aopguard help COMMAND") for a command's flags.
 `
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
@@ -57,7 +58,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return runCommand(args[1:], stderr)
+		return runCommand(args[1:], stdout, stderr)
 	case "status":
 		return statusCommand(args[1:], stdout, stderr)
 	case "check":
@@ -67,9 +68,16 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "cloudflare":
 		return cloudflareCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help" || args[1] == "-help") {
+			fmt.Fprint(stdout, "Usage: aopguard version\n\nPrints aopguard's version and the Go version it was built with.\n")
+			return exitOK
+		}
 		fmt.Fprintf(stdout, "aopguard %s\n", versionString())
 		return exitOK
-	case "help", "-h", "--help":
+	case "help", "-h", "--help", "-help":
+		if len(args) > 1 && args[0] == "help" { // "aopguard help run" is "aopguard run -h"
+			return dispatch(append(args[1:], "-h"), stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}

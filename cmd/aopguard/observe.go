@@ -268,4 +268,5 @@ func (a *app) checkExpiries() {
 		warnExpiry(a.log, now, e.Role, e.Host, e.Cert)
 	}
 	a.clients.each(func(host string, c *x509.Certificate) { warnExpiry(a.log, now, "client", host, c) })
+	a.checkCRLs(now)
 }

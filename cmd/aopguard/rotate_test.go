@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -287,4 +289,102 @@ func TestReloadOnlyOnChange(t *testing.T) {
 			t.Errorf("%s: zone CA %q, want %q", s.name, got, s.zoneCA)
 		}
 	}
+}
+
+// readmeCommands returns the shell lines of README.md's indented code
+// blocks between the headings (or bold step titles) start and end that
+// begin with one of prefixes.
+func readmeCommands(t *testing.T, start, end string, prefixes ...string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	i := strings.Index(s, start)
+	if i < 0 {
+		t.Fatalf("README.md has no %q", start)
+	}
+	s = s[i:]
+	if j := strings.Index(s, end); j >= 0 {
+		s = s[:j]
+	}
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		cmd, ok := strings.CutPrefix(l, "    ")
+		if !ok {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(cmd, p) {
+				out = append(out, cmd)
+			}
+		}
+	}
+	return out
+}
+
+// TestRotationRecipeFromREADME runs the README's own commands, as a user
+// would: the walkthrough's set-up (CA, client and origin certificates, the
+// trusted bundle in a file of its own), then the new-CA rotation's steps 1
+// and 5 against a running aopguard in require mode. Both certificates are
+// accepted in between, only the new one after, and at the end each CA
+// file still goes with its key: "certs client --ca app-ca" and
+// "--ca app-ca-2" both work (the recipe used to overwrite app-ca.pem).
+func TestRotationRecipeFromREADME(t *testing.T) {
+	dir := t.TempDir()
+	sh := func(line string) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", line)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary)+string(os.PathListSeparator)+os.Getenv("PATH"))
+		if code, out := runCmd(t, cmd); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", line, code, out)
+		}
+	}
+	setup := readmeCommands(t, "**1. Upload a client certificate to Cloudflare.**", "**3. ",
+		"aopguard certs ca ", "aopguard certs client ", "aopguard certs server ", "cp app-ca")
+	step1 := readmeCommands(t, "**1. Origin: trust both.**", "**2. Cloudflare: upload", "aopguard certs ", "cat ", "cp ")
+	step5 := readmeCommands(t, "**5. Origin: trust only the new CA.**", "**6. Cloudflare", "cp ", "cat ")
+	if len(setup) != 4 || len(step1) != 3 || len(step5) != 1 {
+		t.Fatalf("README commands changed: set-up %q, step 1 %q, step 5 %q", setup, step1, step5)
+	}
+	for _, l := range setup {
+		sh(l)
+	}
+	up := newUpstream(t)
+	writeConfig(t, dir, "upstream: "+up.URL+"\nreload_check_interval: 1h\ncertificates:\n  - cert: origin.pem\n    key: origin.key\n"+
+		"hosts:\n  - name: app.example.com\n    ca: app-ca-bundle.pem\n    mode: require\n")
+	g := start(t, "--config", filepath.Join(dir, "aopguard.yaml"))
+	admitted := func(client string) bool {
+		t.Helper()
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, client+".pem"), filepath.Join(dir, client+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := &tls.Config{ServerName: "app.example.com", InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}}
+		resp, _, err := get(t, g.listen, cfg, "app.example.com", "/")
+		return err == nil && resp.StatusCode == http.StatusOK
+	}
+	if !admitted("client") {
+		t.Fatal("the walkthrough's client certificate is refused")
+	}
+	for _, l := range step1 {
+		sh(l)
+	}
+	if !g.reload() {
+		t.Fatalf("reload after step 1 failed:\n%s", g.output())
+	}
+	if !admitted("client") || !admitted("client-2") {
+		t.Errorf("after step 1: old admitted %v, new admitted %v; want both", admitted("client"), admitted("client-2"))
+	}
+	sh(step5[0])
+	if !g.reload() {
+		t.Fatalf("reload after step 5 failed:\n%s", g.output())
+	}
+	if admitted("client") || !admitted("client-2") {
+		t.Errorf("after step 5: old admitted %v, new admitted %v; want only the new", admitted("client"), admitted("client-2"))
+	}
+	sh("aopguard certs client --ca app-ca --cn app.example.com --out client-3")
+	sh("aopguard certs client --ca app-ca-2 --cn app.example.com --out client-4")
 }

@@ -40,23 +40,53 @@ type flags struct {
 	set                                                                    map[string]bool
 }
 
-func parseRunFlags(args []string, stderr io.Writer) (*flags, error) {
+const runUsage = `Usage: aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
+                    [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
+                    [--log-level debug|info|warn|error] [--admin-pprof] [--validate]
+
+Terminates TLS on --listen, judges every client certificate under the policy
+of its hostname (off, log-only or require), and forwards admitted requests to
+the app at --upstream. Flags override the configuration file. With no
+certificate configured, a self-signed one for localhost, 127.0.0.1 and ::1 is
+made at start.
+
+The admin listener (--admin, plain HTTP: keep it private) serves:
+  GET /metrics       Prometheus metrics
+  GET /healthz       "ok" while the process runs (liveness)
+  GET /readyz        200 once the configuration is loaded, the listeners serve
+                     and every ACME name has a certificate; 503 before that and
+                     while draining (readiness)
+  GET /status        the rollout report as JSON (what "aopguard status" reads)
+  GET /              the rollout report as an HTML page
+  POST /trust?host=H would H's running policy accept the PEM chain in the body
+                     (what "aopguard cloudflare" asks before a change)
+  GET /clients?host=H
+                     the client certificates recently verified for H
+  /debug/pprof/      Go's profiler, only with --admin-pprof
+
+SIGHUP reloads the configuration (so do changes to the files it names);
+SIGTERM and SIGINT drain and exit 0. Exit status: 0 after a clean shutdown,
+2 for a bad invocation or configuration, 1 for runtime failures.
+
+Flags:
+`
+
+func parseRunFlags(args []string, stdout io.Writer) (*flags, error) {
 	f := &flags{set: map[string]bool{}}
-	fs := flag.NewFlagSet("aopguard run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("aopguard run", runUsage, stdout)
 	fs.StringVar(&f.configFile, "config", "", "read the configuration from `FILE` (YAML)")
 	fs.StringVar(&f.listen, "listen", config.DefaultListen, "accept TLS connections on `ADDR`")
-	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve the admin endpoints (/, /status, /metrics, /readyz, /healthz) on `ADDR`")
+	fs.StringVar(&f.admin, "admin", config.DefaultAdmin, "serve the admin endpoints (/, /status, /metrics, /readyz, /healthz, /trust, /clients) on `ADDR`")
 	fs.StringVar(&f.upstream, "upstream", "", "forward admitted requests to `URL` (http://, https://, h2c://, h2:// or unix:///path.sock)")
-	fs.StringVar(&f.mode, "mode", config.DefaultMode, "enforce client certificates: off, log-only or require")
+	fs.StringVar(&f.mode, "mode", config.DefaultMode, "judge client certificates in `MODE`: off, log-only or require")
 	fs.StringVar(&f.zoneCA, "zone-ca", config.DefaultZoneCA, "trust `CA` for the zone: cloudflare (embedded) or a PEM bundle file")
-	fs.StringVar(&f.cert, "cert", "", "serve the origin certificate chain in `FILE`")
-	fs.StringVar(&f.key, "key", "", "with the private key in `FILE`")
+	fs.StringVar(&f.cert, "cert", "", "serve the origin certificate chain in PEM `FILE`")
+	fs.StringVar(&f.key, "key", "", "with the private key in PEM `FILE`")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log at `LEVEL`: debug, info, warn or error")
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve Go's profiler at /debug/pprof/ on the admin listener")
 	fs.BoolVar(&f.validate, "validate", false, "check the configuration and every file it names, then exit: 0 valid, 2 not")
 	if err := fs.Parse(args); err != nil {
-		return nil, &exitError{exitConfig, err}
+		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, &exitError{exitConfig, fmt.Errorf("unexpected argument %q", fs.Arg(0))}
@@ -91,17 +121,17 @@ func (f *flags) config() (*config.Config, error) {
 		var ce *config.Error
 		if errors.As(err, &ce) && f.set[strings.ReplaceAll(ce.Key, "_", "-")] {
 			ce.File = "--" + strings.ReplaceAll(ce.Key, "_", "-")
-			ce.Key = ""
+			ce.Key, ce.Line = "", 0
 		}
 		return nil, err
 	}
 	return c, nil
 }
 
-func runCommand(args []string, stderr io.Writer) int {
-	f, err := parseRunFlags(args, stderr)
+func runCommand(args []string, stdout, stderr io.Writer) int {
+	f, err := parseRunFlags(args, stdout)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if isHelp(err) {
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "aopguard: %v\n", err)
@@ -142,8 +172,7 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
-			ce.File = cfg.File
-			return &exitError{exitConfig, err}
+			return &exitError{exitConfig, cfg.KeyError(ce.Key, ce.Err)} // with the file and the key's line
 		}
 		return err
 	}
@@ -223,11 +252,13 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	refreshCtx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
 	go a.refreshRanges(refreshCtx)
-	go a.watch(refreshCtx, f)
+	reloads := newReloader()
+	go reloads.run(refreshCtx, a, f)
+	go a.watch(refreshCtx, f, reloads)
 	for {
 		select {
 		case <-hup:
-			a.reload(f, "SIGHUP")
+			reloads.request(true, "SIGHUP")
 		case <-rotate.C:
 			a.rotateTickets()
 		case <-daily.C:
@@ -351,7 +382,8 @@ func (a *app) rotateTickets() {
 }
 
 // reload re-reads the configuration and every file it names. Any failure
-// leaves the running state untouched.
+// leaves the running state untouched. Only the reload loop (reloader)
+// calls it, so reloads never overlap.
 func (a *app) reload(f *flags, why string) {
 	a.log.Info().Str("trigger", why).Msg("reloading configuration")
 	cfg, err := f.config()

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,6 +23,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/aopguard/aopguard/certs"
 	"github.com/aopguard/aopguard/internal/testpki"
@@ -378,10 +382,10 @@ func (s *soak) hostMismatch(n int) {
 			return
 		}
 		defer reset(raw)
-		block := h2HeaderBlock(first, "/", [][2]string{{"host", second}, {"x-soak-client", tag}})
-		out := append([]byte(h2Preface), h2Frame(h2Settings, 0, 0, nil)...)
+		w := newH2Writer()
+		w.get(1, first, "/", [][2]string{{"host", second}, {"x-soak-client", tag}})
 		t0 := time.Now()
-		if _, err := c.Write(append(out, h2HeaderFrames(1, block, true)...)); err != nil {
+		if _, err := c.Write(w.bytes()); err != nil {
 			s.fail(kind, "write: %v", err)
 			return
 		}
@@ -813,7 +817,7 @@ func (s *soak) slowHeader(drip bool) {
 	closed := make(chan result, 1)
 	go func() {
 		start := time.Now()
-		c.SetReadDeadline(start.Add(s.readHeader + soakCutSlack + 3*time.Second))
+		c.SetReadDeadline(start.Add(soakReadHeader + soakCutSlack + 3*time.Second))
 		_, err := io.Copy(io.Discard, c)
 		if err != nil && !isTimeout(err) {
 			err = nil
@@ -826,8 +830,8 @@ func (s *soak) slowHeader(drip bool) {
 	for {
 		select {
 		case r := <-closed:
-			if r.err != nil || r.d > s.readHeader+soakCutSlack {
-				s.fail(kind, "a request header dribbled for %s without being cut (read header timeout %s, err %v)", r.d.Round(time.Millisecond), s.readHeader, r.err)
+			if r.err != nil || r.d > soakReadHeader+soakCutSlack {
+				s.fail(kind, "a request header dribbled for %s without being cut (read header timeout %s, err %v)", r.d.Round(time.Millisecond), soakReadHeader, r.err)
 				return
 			}
 			s.noteCut(kind, r.d)
@@ -859,10 +863,9 @@ func (s *soak) bigHeader(n int) {
 			s.fail(kind, "h2 not negotiated")
 			return
 		}
-		block := h2HeaderBlock(tg.host, "/", [][2]string{{"x-soak-client", tag}, {"x-big", strings.Repeat("b", 70<<10)}})
-		out := append([]byte(h2Preface), h2Frame(h2Settings, 0, 0, nil)...)
-		out = append(out, h2HeaderFrames(1, block, true)...)
-		if _, err := c.Write(out); err != nil {
+		w := newH2Writer()
+		w.get(1, tg.host, "/", [][2]string{{"x-soak-client", tag}, {"x-big", strings.Repeat("b", 70<<10)}})
+		if _, err := c.Write(w.bytes()); err != nil {
 			s.count(kind, "write:"+errClass(err))
 			return
 		}
@@ -994,17 +997,15 @@ func (s *soak) h2Rapid(tg *target) {
 		return
 	}
 	defer reset(raw)
-	out := append([]byte(h2Preface), h2Frame(h2Settings, 0, 0, nil)...)
+	w := newH2Writer()
 	var id uint32 = 1
 	for i := 0; i < 50; i++ {
-		block := h2HeaderBlock(tg.host, "/sleep?ms=100", [][2]string{{"x-soak-client", fmt.Sprintf("h2rapid/%d", s.seq.Add(1))}})
-		out = append(out, h2HeaderFrames(id, block, true)...)
-		out = append(out, h2Frame(h2RSTStream, 0, id, []byte{0, 0, 0, 8})...) // CANCEL
+		w.get(id, tg.host, "/sleep?ms=100", [][2]string{{"x-soak-client", fmt.Sprintf("h2rapid/%d", s.seq.Add(1))}})
+		w.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		id += 2
 	}
-	block := h2HeaderBlock(tg.host, "/", [][2]string{{"x-soak-client", fmt.Sprintf("h2rapid/%d", s.seq.Add(1))}})
-	out = append(out, h2HeaderFrames(id, block, true)...)
-	if _, err := c.Write(out); err != nil {
+	w.get(id, tg.host, "/", [][2]string{{"x-soak-client", fmt.Sprintf("h2rapid/%d", s.seq.Add(1))}})
+	if _, err := c.Write(w.bytes()); err != nil {
 		s.fail(kind, "write: %v", err)
 		return
 	}
@@ -1019,114 +1020,76 @@ func (s *soak) h2Rapid(tg *target) {
 	}
 }
 
-const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-const (
-	h2Headers      = 0x1
-	h2RSTStream    = 0x3
-	h2Settings     = 0x4
-	h2GoAway       = 0x7
-	h2Continuation = 0x9
-)
-
-func h2Frame(typ, flags byte, stream uint32, p []byte) []byte {
-	b := []byte{byte(len(p) >> 16), byte(len(p) >> 8), byte(len(p)), typ, flags,
-		byte(stream>>24) & 0x7f, byte(stream >> 16), byte(stream >> 8), byte(stream)}
-	return append(b, p...)
+// h2Writer builds what a raw HTTP/2 client sends, with x/net/http2's
+// framer and HPACK encoder: the soak needs sequences no well-behaved client
+// library sends (a stream reset right after its HEADERS, fifty times; a
+// header block far past the server's limit; :authority and host that
+// disagree), so it writes frames itself but encodes nothing by hand.
+type h2Writer struct {
+	buf   bytes.Buffer
+	fr    *http2.Framer
+	block bytes.Buffer
+	enc   *hpack.Encoder
 }
 
-// h2HeaderFrames splits a header block into HEADERS and CONTINUATION
-// frames of at most 16 KiB.
-func h2HeaderFrames(stream uint32, block []byte, endStream bool) []byte {
-	var out []byte
-	for first := true; first || len(block) > 0; first = false {
-		k := min(len(block), 16384)
-		chunk := block[:k]
-		block = block[k:]
-		typ, flags := byte(h2Continuation), byte(0)
-		if first {
-			typ = h2Headers
-			if endStream {
-				flags |= 0x1
-			}
-		}
-		if len(block) == 0 {
-			flags |= 0x4 // END_HEADERS
-		}
-		out = append(out, h2Frame(typ, flags, stream, chunk)...)
-	}
-	return out
+// newH2Writer starts with the client preface and an empty SETTINGS frame.
+func newH2Writer() *h2Writer {
+	w := &h2Writer{}
+	w.buf.WriteString(http2.ClientPreface)
+	w.fr = http2.NewFramer(&w.buf, nil)
+	w.enc = hpack.NewEncoder(&w.block)
+	w.fr.WriteSettings()
+	return w
 }
 
-// h2HeaderBlock HPACK-encodes a GET request without Huffman coding or
-// dynamic table use.
-func h2HeaderBlock(authority, path string, extra [][2]string) []byte {
-	b := []byte{0x82, 0x87}                  // :method GET, :scheme https
-	b = hpackStr(hpackInt(b, 0, 4, 4), path) // :path, literal without indexing
-	b = hpackStr(hpackInt(b, 0, 4, 1), authority)
-	for _, h := range extra {
-		b = hpackStr(hpackStr(append(b, 0), h[0]), h[1])
+// get writes a GET for path on stream (END_STREAM), its header block split
+// into HEADERS and CONTINUATION frames of at most 16 KiB.
+func (w *h2Writer) get(stream uint32, authority, path string, extra [][2]string) {
+	w.block.Reset()
+	for _, f := range append([][2]string{{":method", "GET"}, {":scheme", "https"}, {":path", path}, {":authority", authority}}, extra...) {
+		w.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
-	return b
+	block := w.block.Bytes()
+	k := min(len(block), 16384)
+	w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: block[:k], EndStream: true, EndHeaders: k == len(block)})
+	for block = block[k:]; len(block) > 0; block = block[k:] {
+		k = min(len(block), 16384)
+		w.fr.WriteContinuation(stream, k == len(block), block[:k])
+	}
 }
 
-func hpackInt(b []byte, first byte, prefix uint, v int) []byte {
-	limit := 1<<prefix - 1
-	if v < limit {
-		return append(b, first|byte(v))
-	}
-	b = append(b, first|byte(limit))
-	for v -= limit; v >= 128; v /= 128 {
-		b = append(b, byte(v%128)|0x80)
-	}
-	return append(b, byte(v))
-}
+func (w *h2Writer) bytes() []byte { return w.buf.Bytes() }
 
-func hpackStr(b []byte, s string) []byte { return append(hpackInt(b, 0, 7, len(s)), s...) }
-
-// h2Await reads frames until stream answers (HEADERS: "status-200" when
-// its first field is the static :status 200, else "status-other"), is
-// reset, or the connection ends ("goaway", "closed").
+// h2Await reads frames until stream answers ("status-200", or
+// "status-other" for any other :status), is reset, or the connection ends
+// ("goaway", "closed").
 func h2Await(c net.Conn, stream uint32, deadline time.Time) (string, error) {
 	c.SetReadDeadline(deadline)
-	br := bufio.NewReader(c)
-	hdr := make([]byte, 9)
+	fr := http2.NewFramer(nil, bufio.NewReader(c))
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = 1 << 20
 	for {
-		if _, err := io.ReadFull(br, hdr); err != nil {
+		f, err := fr.ReadFrame()
+		if err != nil {
 			if isTimeout(err) {
 				return "", err
 			}
 			return "closed", nil
 		}
-		length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
-		typ, flags := hdr[3], hdr[4]
-		id := uint32(hdr[5]&0x7f)<<24 | uint32(hdr[6])<<16 | uint32(hdr[7])<<8 | uint32(hdr[8])
-		if length > 1<<20 {
-			return "", fmt.Errorf("frame of %d bytes", length)
-		}
-		p := make([]byte, length)
-		if _, err := io.ReadFull(br, p); err != nil {
-			if isTimeout(err) {
-				return "", err
-			}
-			return "closed", nil
-		}
-		switch {
-		case typ == h2GoAway:
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
 			return "goaway", nil
-		case id == stream && typ == h2RSTStream:
-			return "rst-stream", nil
-		case id == stream && typ == h2Headers:
-			if flags&0x8 != 0 && len(p) > 0 { // PADDED
-				p = p[1:]
+		case *http2.RSTStreamFrame:
+			if f.StreamID == stream {
+				return "rst-stream", nil
 			}
-			if flags&0x20 != 0 && len(p) >= 5 { // PRIORITY
-				p = p[5:]
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == stream {
+				if f.PseudoValue("status") == "200" {
+					return "status-200", nil
+				}
+				return "status-other", nil
 			}
-			if len(p) > 0 && p[0] == 0x88 {
-				return "status-200", nil
-			}
-			return "status-other", nil
 		}
 	}
 }

@@ -44,8 +44,7 @@ const (
 	soakDefaultDuration = 90 * time.Second
 	soakOpTimeout       = 15 * time.Second // no client operation may take longer
 	soakHandshake       = 3 * time.Second  // handshake_timeout in the soak's config
-	soakReadHeader      = 2 * time.Second  // read_header_timeout, when aopguard has the key
-	soakBuiltinHeader   = 10 * time.Second // aopguard's fixed ReadHeaderTimeout otherwise
+	soakReadHeader      = 2 * time.Second  // read_header_timeout in the soak's config
 	soakReloadEvery     = 5 * time.Second
 	soakKillEvery       = 10 * time.Second
 	soakKillFor         = 2 * time.Second
@@ -82,8 +81,8 @@ func TestSoak(t *testing.T) {
 	g := s.launch()
 	s.listen = g.listen
 	s.g = g
-	t.Logf("aopguard pid %d serving %s (admin %s); optional keys in use: %v; read header timeout %s",
-		g.cmd.Process.Pid, g.listen, g.admin, s.optional, s.readHeader)
+	t.Logf("aopguard pid %d serving %s (admin %s); read header timeout %s",
+		g.cmd.Process.Pid, g.listen, g.admin, soakReadHeader)
 
 	// Warm up every path once, let pooled connections go idle and close
 	// (the upstreams close idle connections after 5s), then take the
@@ -202,10 +201,7 @@ func TestSoak(t *testing.T) {
 	if final.fds > base.fds+10 {
 		s.fail("recovery", "open file descriptors did not return to baseline within %s: baseline %.0f, now %.0f (peak %.0f)", soakRecovery, base.fds, final.fds, peak.fds)
 	}
-	heapNote := "after two GCs"
-	if s.pprof {
-		heapNote = "after two forced GCs"
-	}
+	heapNote := "after two forced GCs"
 	if gcRan {
 		if limit := max(2*base.heap, base.heap+32<<20); final.heap > limit {
 			s.fail("recovery", "heap in use after two GCs is %s, baseline %s: more than max(2×baseline, baseline+32 MiB)", mib(final.heap), mib(base.heap))
@@ -257,9 +253,6 @@ type soak struct {
 	listen     string
 	g          *soakProc
 	admin      *http.Client
-	optional   []string      // optional config keys this aopguard has
-	pprof      bool          // aopguard has --admin-pprof: goroutine stacks for the leak check
-	readHeader time.Duration // effective ReadHeaderTimeout
 	targets    map[string]*target
 	ups        map[string]*soakUpstream
 	serverPool *x509.CertPool
@@ -345,21 +338,6 @@ func newSoak(t *testing.T) *soak {
 		"b":    {name: "b", sni: "b.example.com", host: "b.example.com", leaves: []*testpki.Cert{s.leafB, leafB2}, up: s.ups["b"]},
 	}
 
-	// Optional settings another change may have added to aopguard.
-	src, _ := os.ReadFile(filepath.Join("..", "..", "config", "parse.go"))
-	for _, k := range []string{"max_connections", "max_handshakes", "read_header_timeout", "idle_timeout"} {
-		if bytes.Contains(src, []byte(`"`+k+`"`)) {
-			s.optional = append(s.optional, k)
-		}
-	}
-	if run, _ := os.ReadFile("run.go"); bytes.Contains(run, []byte(`"admin-pprof"`)) {
-		s.pprof = true
-	}
-	s.readHeader = soakBuiltinHeader
-	if s.has("read_header_timeout") {
-		s.readHeader = soakReadHeader
-	}
-
 	// The 5,000-character server name: DNS-shaped labels of at most 63.
 	var b strings.Builder
 	for b.Len() < 5000-len(".example.com")-64 {
@@ -375,15 +353,6 @@ func newSoak(t *testing.T) *soak {
 	s.cfgPath = filepath.Join(s.dir, "aopguard.yaml")
 	s.writeConfig(s.configText(0))
 	return s
-}
-
-func (s *soak) has(key string) bool {
-	for _, k := range s.optional {
-		if k == key {
-			return true
-		}
-	}
-	return false
 }
 
 // configText is one of the two good configurations the reloads alternate
@@ -404,18 +373,8 @@ func (s *soak) configText(variant int) string {
 	} else {
 		b.WriteString("hosts:\n" + hostA + hostB)
 	}
-	if s.has("max_connections") {
-		fmt.Fprintf(&b, "max_connections: %d\n", soakMaxConnections)
-	}
-	if s.has("max_handshakes") {
-		b.WriteString("max_handshakes: 128\n")
-	}
-	if s.has("read_header_timeout") {
-		fmt.Fprintf(&b, "read_header_timeout: %s\n", soakReadHeader)
-	}
-	if s.has("idle_timeout") {
-		b.WriteString("idle_timeout: 30s\n")
-	}
+	fmt.Fprintf(&b, "max_connections: %d\nmax_handshakes: 128\n", soakMaxConnections)
+	fmt.Fprintf(&b, "read_header_timeout: %s\nidle_timeout: 30s\n", soakReadHeader)
 	return b.String()
 }
 
@@ -680,7 +639,7 @@ func (s *soak) summary(duration, traffic, wall, recovery time.Duration, base, pe
 	var b strings.Builder
 	fmt.Fprintf(&b, "aopguard soak: traffic %s (AOPGUARD_SOAK_DURATION %s), whole test %s, recovery %s\n",
 		traffic.Round(time.Second), duration, wall.Round(time.Second), recovery.Round(100*time.Millisecond))
-	fmt.Fprintf(&b, "optional config keys in use: %v\n\n", s.optional)
+	b.WriteString("\n")
 	b.WriteString("client operations by kind and outcome:\n")
 	kinds := make([]string, 0, len(s.counts))
 	total, totalFailed := 0, 0
@@ -761,7 +720,7 @@ func (s *soak) summary(duration, traffic, wall, recovery time.Duration, base, pe
 	}
 	sort.Strings(cut)
 	fmt.Fprintf(&b, "slow clients cut after at most: %s (handshake_timeout %s, read header timeout %s)\n\n",
-		strings.Join(cut, ", "), soakHandshake, s.readHeader)
+		strings.Join(cut, ", "), soakHandshake, soakReadHeader)
 	fmt.Fprintf(&b, "aopguard process      %12s %12s %12s\n", "baseline", "peak", "final")
 	fmt.Fprintf(&b, "  goroutines          %12.0f %12.0f %12.0f\n", base.gor, peak.gor, final.gor)
 	fmt.Fprintf(&b, "  open fds            %12.0f %12.0f %12.0f\n", base.fds, peak.fds, final.fds)
@@ -812,9 +771,6 @@ func (a sample) max(b sample) sample {
 // forceGC makes aopguard collect garbage, through the profiler's
 // /debug/pprof/heap?gc=1, when it serves it; it reports whether it could.
 func (s *soak) forceGC() bool {
-	if !s.pprof {
-		return false
-	}
 	resp, err := s.admin.Get("http://" + s.g.admin + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return false
@@ -875,9 +831,6 @@ func metricValue(body, series string) float64 {
 // which must be answered at once. Connection slots are not visible in the
 // metrics; a leak would only show as a refusal to accept, here.
 func (s *soak) capacityProbe() string {
-	if !s.has("max_connections") {
-		return ""
-	}
 	n := soakMaxConnections - 16
 	tg := s.targets["zone"]
 	sem := make(chan struct{}, 16)
@@ -910,9 +863,6 @@ func (s *soak) capacityProbe() string {
 // goroutineStacks returns aopguard's goroutines grouped by stack (count
 // by the functions on it), when it serves /debug/pprof.
 func (s *soak) goroutineStacks() map[string]int {
-	if !s.pprof {
-		return nil
-	}
 	resp, err := s.admin.Get("http://" + s.g.admin + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return nil
@@ -1154,10 +1104,7 @@ const reloadFailedMsg = "reload failed; still serving the previous configuration
 func (s *soak) launch() *soakProc {
 	t := s.t
 	g := &soakProc{exited: make(chan struct{}), ready: make(chan struct{}), msgs: map[string]int{}, triggers: map[string]int{}, hsFailed: map[string]string{}}
-	args := []string{"run", "--config", s.cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "debug"}
-	if s.pprof {
-		args = append(args, "--admin-pprof")
-	}
+	args := []string{"run", "--config", s.cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "debug", "--admin-pprof"}
 	g.cmd = exec.Command(binary, args...)
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -74,21 +72,37 @@ func (a *app) servePage(w http.ResponseWriter, r *http.Request) {
 	w.Write(b.Bytes())
 }
 
+const statusUsage = `Usage: aopguard status [--config FILE | --admin ADDR] [--json]
+       aopguard status --prometheus URL [--json] [-v]
+
+Asks a running aopguard (GET /status on its admin listener) whether its
+log-only policies are ready to be switched to require, and prints the report:
+per policy, the requests from Cloudflare and from elsewhere with and without
+a valid certificate, the verdict and its likely cause. The admin address comes
+from --admin, else from the configuration (--config, or ` + "`/etc/aopguard/aopguard.yaml`" + `
+when it exists), else 127.0.0.1:9090. With --prometheus, the report is for the
+whole fleet that Prometheus scrapes. Exit status: 0 when every log-only policy
+is ready_to_enforce, 1 otherwise or when aopguard cannot be asked, 2 for a bad
+invocation.
+
+Flags:
+`
+
 // statusCommand is "aopguard status": the report as a table, from one
 // aopguard's admin listener or, with --prometheus, for the whole fleet. It
 // exits 0 only when every log-only policy is ready to enforce.
 func statusCommand(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("aopguard status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("aopguard status", statusUsage, stdout)
 	configFile := fs.String("config", "", "read the admin address from the configuration `FILE` (default "+defaultConfigFile+" when it exists)")
 	admin := fs.String("admin", "", "ask the aopguard whose admin listener is at `ADDR` (default: the configuration's admin, else "+config.DefaultAdmin+")")
 	promURL := fs.String("prometheus", "", "judge the whole fleet from the Prometheus at `URL` that scrapes every replica")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	verbose := fs.Bool("v", false, "with --prometheus: print each PromQL query on stderr")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if isHelp(err) {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "aopguard status: %v\n", err)
 		return exitConfig
 	}
 	if fs.NArg() > 0 {

@@ -11,7 +11,7 @@ import (
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
-const certsTicketKeysUsage = `Usage: aopguard certs ticket-keys --out FILE [--rotate] [--keep 2]
+const certsTicketKeysUsage = `Usage: aopguard certs ticket-keys --out FILE [--rotate] [--keep KEEP]
 
 Makes the file of shared session ticket keys that session_ticket_keys names:
 replicas that read the same file resume each other's TLS sessions. Without
@@ -29,7 +29,7 @@ Flags:
 `
 
 func certsTicketKeys(args []string, stdout, stderr io.Writer) error {
-	flags := newCertsFlags("ticket-keys", certsTicketKeysUsage, stderr)
+	flags := newCertsFlags("ticket-keys", certsTicketKeysUsage, stdout)
 	out := flags.String("out", "", "write the keys to `FILE` (required)")
 	rotate := flags.Bool("rotate", false, "add a new first key to the existing FILE")
 	keep := flags.Int("keep", 2, fmt.Sprintf("with --rotate, keep the `KEEP` newest old keys (0 to %d)", tlsconfig.MaxTicketKeys-1))

@@ -69,13 +69,64 @@ func contentHash(files []string) [32]byte {
 	return sum
 }
 
-// watch reloads when a file the configuration reads changes: fsnotify on
-// the folders that hold them (a Kubernetes Secret volume is updated by
-// swapping a "..data" symlink in the folder, which a watch on the file
-// itself would miss), debounced, and a periodic content check as a safety
-// net for filesystems without notifications. Only a change of content
-// reloads. It returns when ctx is done.
-func (a *app) watch(ctx context.Context, f *flags) {
+// reloader is the one reload loop: every trigger (SIGHUP, a file event, the
+// periodic check) is a request to it, and only it reads the files and
+// applies them, one reload after the other. Two goroutines reading the
+// files each on their own could apply an older configuration after a
+// newer one.
+type reloader struct {
+	force chan string   // SIGHUP: reload whatever the files hold
+	check chan string   // file events and the periodic check: reload if the content changed
+	tried chan struct{} // a reload was tried: the watcher looks at the folders again
+}
+
+func newReloader() *reloader {
+	return &reloader{force: make(chan string, 1), check: make(chan string, 1), tried: make(chan struct{}, 1)}
+}
+
+// request asks for a reload (forced, or only when the files changed) and
+// never blocks: a request already waiting will read the files as they are
+// when it runs, so it covers this one too.
+func (r *reloader) request(force bool, why string) {
+	ch := r.check
+	if force {
+		ch = r.force
+	}
+	select {
+	case ch <- why:
+	default:
+	}
+}
+
+// run serves the requests until ctx is done.
+func (r *reloader) run(ctx context.Context, a *app, f *flags) {
+	for {
+		var tried bool
+		select {
+		case <-ctx.Done():
+			return
+		case why := <-r.force:
+			a.reload(f, why)
+			tried = true
+		case why := <-r.check:
+			tried = a.reloadIfChanged(f, why)
+		}
+		if tried {
+			select {
+			case r.tried <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// watch asks r for a reload when a file the configuration reads changes:
+// fsnotify on the folders that hold them (a Kubernetes Secret volume is
+// updated by swapping a "..data" symlink in the folder, which a watch on
+// the file itself would miss), debounced, and a periodic content check as
+// a safety net for filesystems without notifications. Only a change of
+// content reloads. It returns when ctx is done.
+func (a *app) watch(ctx context.Context, f *flags, r *reloader) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		a.log.Warn().Err(err).Msg("file notifications unavailable: relying on the periodic check and SIGHUP")
@@ -119,15 +170,6 @@ func (a *app) watch(ctx context.Context, f *flags) {
 	defer ticker.Stop()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
-	check := func(why string) {
-		if a.reloadIfChanged(f, why) {
-			rewatch()
-		}
-		if d := a.config().ReloadCheckInterval; d != interval {
-			interval = d
-			ticker.Reset(d)
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -137,9 +179,15 @@ func (a *app) watch(ctx context.Context, f *flags) {
 		case err := <-errs:
 			a.log.Warn().Err(err).Msg("file watch error; the periodic check continues")
 		case <-debounce.C:
-			check("file change")
+			r.request(false, "file change")
 		case <-ticker.C:
-			check("periodic check")
+			r.request(false, "periodic check")
+		case <-r.tried:
+			rewatch()
+			if d := a.config().ReloadCheckInterval; d != interval {
+				interval = d
+				ticker.Reset(d)
+			}
 		}
 	}
 }
@@ -147,7 +195,7 @@ func (a *app) watch(ctx context.Context, f *flags) {
 // reloadIfChanged reloads when the watched files' content differs from
 // what the last load (successful or not) saw, and reports whether it
 // tried. A broken file is tried once, not on every event, and again as
-// soon as its content changes.
+// soon as its content changes. Only the reload loop calls it.
 func (a *app) reloadIfChanged(f *flags, why string) bool {
 	sum := contentHash(watchedFiles(f.configFile, a.config()))
 	a.mu.Lock()

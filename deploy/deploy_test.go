@@ -1,4 +1,7 @@
-package main
+// Package deploy holds the deployment examples (Kubernetes, systemd,
+// Prometheus, Grafana); its tests keep them consistent with aopguard and
+// with themselves.
+package deploy
 
 import (
 	"bufio"
@@ -23,10 +26,14 @@ import (
 // The deployment examples are documentation that people copy; these tests
 // keep them consistent with aopguard and with themselves.
 const (
-	sidecarManifest = "../../deploy/kubernetes/sidecar.yaml"
-	sidecarREADME   = "../../deploy/kubernetes/README.md"
-	systemdUnit     = "../../deploy/systemd/aopguard.service"
+	sidecarManifest = "kubernetes/sidecar.yaml"
+	sidecarREADME   = "kubernetes/README.md"
+	systemdUnit     = "systemd/aopguard.service"
 )
+
+// exitConfig is aopguard's exit status for a bad invocation or
+// configuration (cmd/aopguard, and the README's "Exit codes").
+const exitConfig = 2
 
 func readDeployFile(t *testing.T, name string) string {
 	t.Helper()
