@@ -133,9 +133,9 @@ func (a *app) resetChangedPolicies(set *tlsconfig.Set, minRequests int) {
 	ids := map[string]string{}
 	var exported []metrics.RolloutPolicy
 	counters := evidenceCounters{}
-	outcomes := [][2]string{{"success", ""}, {"none", ""}, {"none", tlsconfig.ReasonMissing}}
-	for _, r := range tlsconfig.FailureReasons {
-		outcomes = append(outcomes, [2]string{"failed", r})
+	var outcomes [][2]string // derived from tlsconfig's list: a new reason gets its counter
+	for _, v := range tlsconfig.Outcomes() {
+		outcomes = append(outcomes, [2]string{v.Result.String(), v.Reason})
 	}
 	sources := []string{cfips.Cloudflare, cfips.Other}
 	for _, p := range set.Policies() {
