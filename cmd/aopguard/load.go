@@ -72,12 +72,19 @@ func (a *app) apply(cfg *config.Config) error {
 
 	tickets := a.tickets
 	if cfg.SessionTicketKeys != "" {
-		keys, err := tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
+		warn, err := tlsconfig.CheckTicketKeysMode(cfg.SessionTicketKeys)
+		var keys [][tlsconfig.TicketKeyBytes]byte
+		if err == nil {
+			keys, err = tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
+		}
 		if err == nil {
 			tickets, err = tlsconfig.SharedTicketKeys(keys)
 		}
 		if err != nil {
 			return bad("session_ticket_keys", err)
+		}
+		if warn != nil {
+			a.log.Warn().Str("key", "session_ticket_keys").Err(warn).Msg("session ticket key file is readable by its group")
 		}
 	}
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
