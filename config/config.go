@@ -554,6 +554,9 @@ func checkHostName(n string) error {
 	if net.ParseIP(rest) != nil {
 		return fmt.Errorf("%q is an IP address; direct-to-IP requests use the zone policy", n)
 	}
+	if strings.EqualFold(rest, tlsconfig.ZoneName) {
+		return fmt.Errorf("%q is the name of the zone policy (hosts without an entry use it); a host by that name would share its metrics, logs and rollout evidence", n)
+	}
 	for _, label := range strings.Split(rest, ".") {
 		if label == "" || len(label) > 63 {
 			return fmt.Errorf("%q has an empty or over-long label", n)

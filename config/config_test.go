@@ -251,6 +251,16 @@ func TestParseErrors(t *testing.T) {
 			key:  "hosts[0].name", line: 3, msg: "not a host name",
 		},
 		{
+			name: "host named like the zone policy",
+			in:   up + "hosts:\n  - name: _zone\n",
+			key:  "hosts[0].name", line: 3, msg: "name of the zone policy",
+		},
+		{
+			name: "host named like the zone policy, upper case with a dot",
+			in:   up + "hosts:\n  - name: _ZONE.\n",
+			key:  "hosts[0].name", line: 3, msg: "name of the zone policy",
+		},
+		{
 			name: "empty label",
 			in:   up + "hosts:\n  - name: a..example.com\n",
 			key:  "hosts[0].name", line: 3, msg: "empty or over-long label",

@@ -20,7 +20,7 @@ import (
 
 // Upstreams builds Routes and keeps one pooled transport per upstream URL
 // across reloads, so pooled upstream connections survive a reload: for
-// http:// and https:// aopguard's own HTTP/1.1 transport (transport.go, not
+// http:// and https:// aopguard's own HTTP/1.1 transport (internal/h1.Transport, not
 // net/http's http.Transport), for h2c:// and h2:// the HTTP/2 ones.
 type Upstreams struct {
 	log    zerolog.Logger

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aopguard/aopguard/internal/testpki"
+	"github.com/aopguard/aopguard/internal/testtool"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -374,7 +375,7 @@ func TestWireTable(t *testing.T) {
 // proxy_pass, and returns its address.
 func startWireNginx(t *testing.T, p *testPKI, app string) string {
 	t.Helper()
-	bin := tool(t, "nginx", "/usr/sbin/nginx")
+	bin := testtool.Path(t, "nginx", "/usr/sbin/nginx")
 	dir := t.TempDir()
 	for _, d := range []string{"logs", "tmp"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
@@ -457,24 +458,4 @@ http {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// tool returns the path of an external program the tests drive. Locally
-// a missing one skips the test; under CI, whose .ci/run installs them, it
-// fails it (as cmd/aopguard's helper of the same name).
-func tool(t *testing.T, name string, fallback ...string) string {
-	t.Helper()
-	if path, err := exec.LookPath(name); err == nil {
-		return path
-	}
-	for _, f := range fallback { // sbin folders are not on a non-root PATH
-		if _, err := os.Stat(f); err == nil {
-			return f
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed; .ci/run must install it", name)
-	}
-	t.Skipf("%s not installed", name)
-	return ""
 }

@@ -17,11 +17,11 @@ import (
 
 // What happens on a connection before its TLS handshake, off any handshake
 // slot: the PROXY protocol header (from trusted load balancers), then the
-// first TLS record, which holds the ClientHello. Only a connection that
-// has sent that record competes for MaxHandshakes, so idle or slow TCP
-// connections cannot keep real clients out; what they hold meanwhile (a
-// goroutine, a socket, a MaxConnections slot, the bytes they sent) is
-// bounded by the deadlines below. A first byte that cannot start a TLS
+// whole ClientHello, in as many TLS records as the client split it into.
+// Only a connection that has sent all of it competes for MaxHandshakes, so
+// idle or slow TCP connections cannot keep real clients out; what they hold
+// meanwhile (a goroutine, a socket, a MaxConnections slot, the bytes they
+// sent, at most maxPreamble) is bounded by the deadlines below. A first byte that cannot start a TLS
 // record is answered here: plain HTTP gets a 400 over plain HTTP, anything
 // else is closed.
 
@@ -67,8 +67,10 @@ const (
 	RefusedPlainHTTP = "plain_http"
 	// RefusedNotTLS: a first byte that starts neither TLS nor HTTP.
 	RefusedNotTLS = "not_tls"
-	// RefusedNoHello: no complete ClientHello record within
-	// HandshakeTimeout (an idle or slow connection), or the peer left.
+	// RefusedNoHello: no complete ClientHello within HandshakeTimeout (an
+	// idle or slow connection), the peer left, or what it sent cannot be a
+	// ClientHello (another handshake message, one over maxClientHello, a
+	// record over 2^14 bytes or not of the handshake type).
 	RefusedNoHello = "no_hello"
 )
 
@@ -109,15 +111,37 @@ func (e *RefusedError) Error() string {
 
 func (e *RefusedError) Unwrap() error { return e.Err }
 
-// maxHelloRecord bounds the first record read before the handshake: a TLS
-// plaintext record carries at most 2^14 bytes.
+// maxHelloRecord bounds each record read before the handshake: a TLS
+// plaintext record carries at most 2^14 bytes; a larger one is refused.
 const maxHelloRecord = 1 << 14
 
-// exactHello: a ClientHello record up to this size gets a buffer of its
-// size at once (one with a post-quantum key share and a resumption ticket,
-// which carries the client's certificate, is 2 to 3 KB); a larger one grows
-// as its bytes arrive. So a connection that announces a record and stalls
-// holds at most this much until handshake_timeout.
+// maxClientHello bounds the ClientHello message itself (its 24-bit length
+// could announce 16 MB). Real ones are a few KB; one with a large
+// post-quantum key share and a resumption ticket stays far below 64 KiB.
+const maxClientHello = 64 << 10
+
+// maxPreamble bounds the bytes buffered per connection before its
+// handshake: the ClientHello with its record headers (and a little slack
+// for a client that splits it into many records, or bytes left after a
+// PROXY header). A connection that would need more is refused.
+const maxPreamble = 4 + maxClientHello + 4096
+
+// recordHeader and handshakeHeader are the lengths of a TLS record header
+// (type, version, 16-bit length) and a handshake message header (type,
+// 24-bit length).
+const (
+	recordHeader    = 5
+	handshakeHeader = 4
+	typeClientHello = 1
+)
+
+// exactHello: a first ClientHello record up to this size gets a buffer of
+// its size at once (one with a post-quantum key share and a resumption
+// ticket, which carries the client's certificate, is 2 to 3 KB); a larger
+// one, and any further record, grows the buffer (doubling) as bytes
+// arrive. So a connection that announces a ClientHello and stalls holds
+// at most max(exactHello, twice what it sent), never over maxPreamble,
+// until handshake_timeout.
 const exactHello = 4096
 
 // plainHTTPAnswer is what plain HTTP on the TLS port gets, as nginx does.
@@ -127,8 +151,8 @@ var plainHTTPAnswer = []byte(fmt.Sprintf("HTTP/1.1 400 Bad Request\r\nContent-Ty
 	"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(plainHTTPBody), plainHTTPBody))
 
 // preamble runs before the handshake slot is taken: the PROXY header, if
-// the peer is trusted to send one, then the first TLS record, which it
-// keeps in t.pending for crypto/tls. A non-nil error is a *RefusedError
+// the peer is trusted to send one, then every TLS record up to the end of
+// the ClientHello, which it keeps in t.pending for crypto/tls. A non-nil error is a *RefusedError
 // (or ctx's error) and the connection is closed.
 func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 	raw := t.Conn
@@ -178,14 +202,7 @@ func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 	}
 	switch c := buf[0]; {
 	case c == 0x16: // handshake record
-		if buf, err = fill(raw, buf, 5); err != nil {
-			return refuse(RefusedNoHello, err)
-		}
-		n := min(int(buf[3])<<8|int(buf[4]), maxHelloRecord)
-		if want := 5 + n; cap(buf) < want && want <= exactHello {
-			buf = append(make([]byte, 0, want), buf...)
-		}
-		if buf, err = fill(raw, buf, 5+n); err != nil {
+		if buf, err = s.readHello(raw, buf); err != nil {
 			return refuse(RefusedNoHello, err)
 		}
 	case c == proxyproto.SIGV1[0] || c == proxyproto.SIGV2[0]:
@@ -207,6 +224,56 @@ func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 	raw.SetReadDeadline(time.Time{})
 	t.pending = buf
 	return nil
+}
+
+// readHello reads handshake records into buf until they hold a whole
+// ClientHello: a client may split it over several records, and one that
+// sends only part of it must not take a handshake slot. It refuses what
+// cannot be a ClientHello, and bounds buf by maxPreamble.
+func (s *Server) readHello(raw net.Conn, buf []byte) ([]byte, error) {
+	var hs [handshakeHeader]byte
+	got, need := 0, handshakeHeader // handshake payload bytes read, and wanted
+	for off := 0; got < need; {
+		var err error
+		if buf, err = fill(raw, buf, off+recordHeader); err != nil {
+			return buf, err
+		}
+		if buf[off] != 0x16 {
+			return buf, fmt.Errorf("a record of type %d inside the ClientHello", buf[off])
+		}
+		n := int(buf[off+3])<<8 | int(buf[off+4])
+		if n > maxHelloRecord {
+			return buf, fmt.Errorf("a handshake record of %d bytes, over the 2^14 limit", n)
+		}
+		end := off + recordHeader + n
+		if end > maxPreamble {
+			return buf, fmt.Errorf("the ClientHello's records exceed %d bytes", maxPreamble)
+		}
+		if off == 0 && cap(buf) < end && end <= exactHello {
+			buf = append(make([]byte, 0, end), buf...)
+		}
+		if buf, err = fill(raw, buf, end); err != nil {
+			return buf, err
+		}
+		for _, b := range buf[off+recordHeader : end] {
+			if got < handshakeHeader {
+				hs[got] = b
+			}
+			got++
+			if got == handshakeHeader {
+				if hs[0] != typeClientHello {
+					return buf, fmt.Errorf("handshake message of type %d, not a ClientHello", hs[0])
+				}
+				l := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
+				if l > maxClientHello {
+					return buf, fmt.Errorf("a ClientHello of %d bytes, over the %d limit", l, maxClientHello)
+				}
+				need = handshakeHeader + l
+			}
+		}
+		off = end
+	}
+	return buf, nil
 }
 
 // plainHTTP answers a plain HTTP request on the TLS port with a 400 over

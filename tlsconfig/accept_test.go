@@ -2,6 +2,7 @@ package tlsconfig
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -348,4 +349,81 @@ func raiseFileLimit(t *testing.T, n uint64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// TestSplitClientHelloHoldsNoSlot: a ClientHello may be split over several
+// records; a connection that sent only part of one (a header-only record,
+// a header split over two records, some of the body) and stalls holds no
+// handshake slot, even with a single one, and what cannot be a ClientHello
+// is refused at once.
+func TestSplitClientHelloHoldsNoSlot(t *testing.T) {
+	rec := func(payload ...byte) []byte {
+		return append([]byte{0x16, 0x03, 0x01, byte(len(payload) >> 8), byte(len(payload))}, payload...)
+	}
+	cat := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	f := getFixture(t)
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stalled connection holding the one slot would keep the genuine
+	// client out for far longer than its 10s deadline.
+	ln := NewServer(func() *Set { return set }, ServerOptions{MaxHandshakes: 1, HandshakeTimeout: 10 * time.Minute}).Listener(inner)
+	t.Cleanup(func() { ln.Close() })
+	h := &harness{t: t, ln: ln, accepted: make(chan *ConnInfo, 64)}
+	go h.serve()
+
+	stalled := []struct {
+		name string
+		sent []byte
+	}{
+		{"header-only record", rec(0x01, 0x00, 0x02, 0x00)},
+		{"header split over two records", cat(rec(0x01, 0x00), rec(0x02, 0x00))},
+		{"header and part of the body", rec(append([]byte{0x01, 0x00, 0x02, 0x00}, make([]byte, 0x100)...)...)},
+		{"whole first record of two", cat(rec(append([]byte{0x01, 0x00, 0x02, 0x00}, make([]byte, 0x100)...)...), rec(make([]byte, 0x80)...))},
+		{"empty records", cat(rec(), rec(), rec(0x01))},
+	}
+	for _, tc := range stalled {
+		for range 3 {
+			dialRaw(t, h, tc.sent)
+		}
+	}
+	for i, tc := range stalled {
+		t.Run("stalled/"+tc.name, func(t *testing.T) {
+			if res := h.dial(clientConfig(t, versions[i%2].v, "", tlsCert(f.zoneLeaf))); res.err() != nil {
+				t.Fatalf("genuine client with stalled connections open: %v", res.err())
+			}
+			h.nextAccepted()
+		})
+	}
+
+	refused := []struct {
+		name string
+		sent []byte
+	}{
+		{"ServerHello, not a ClientHello", rec(0x02, 0x00, 0x00, 0x10)},
+		{"ClientHello over 64 KiB", rec(0x01, 0x01, 0x00, 0x01)},
+		{"record over 2^14 bytes", []byte{0x16, 0x03, 0x01, 0x40, 0x01}},
+		{"alert inside the ClientHello", cat(rec(0x01, 0x00, 0x02, 0x00), []byte{0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x00})},
+		{"records beyond the bound", bytes.Repeat(rec(), maxPreamble/5+1)},
+	}
+	for _, tc := range refused {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			c := dialRaw(t, h, tc.sent)
+			// The server's handshake timeout is minutes: only a refusal
+			// closes the connection before this read's deadline.
+			_, err := c.Read(make([]byte, 1))
+			var ne net.Error
+			if err == nil || errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("read on a connection that sent %s: %v, want it closed", tc.name, err)
+			}
+		})
+	}
 }

@@ -200,6 +200,19 @@ func outcomeVerdict(i int) Verdict {
 	return Verdict{Result: Failed, Reason: FailureReasons[i-4]}
 }
 
+// Outcomes returns every verdict (Result and Reason only) a Policy can
+// reach, in the order of its counters: success, none, none/missing,
+// none/needs_tls13, then failed/<each of FailureReasons>. It is the one
+// list whatever counts or exports outcomes must derive from, so a new
+// reason cannot be silently dropped by one of them.
+func Outcomes() []Verdict {
+	out := make([]Verdict, numOutcomes)
+	for i := range out {
+		out[i] = outcomeVerdict(i)
+	}
+	return out
+}
+
 // numOutcomes is 4 + len(FailureReasons); the init check keeps them in step.
 const numOutcomes = 14
 

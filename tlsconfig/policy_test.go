@@ -304,3 +304,26 @@ func TestVerifyNotYetValidCA(t *testing.T) {
 		}
 	})
 }
+
+// TestOutcomesCoverEveryVerdict: Outcomes lists every (result, reason)
+// pair a policy can produce, each once and in its counter's slot; the
+// exported evidence counters are derived from it.
+func TestOutcomesCoverEveryVerdict(t *testing.T) {
+	t.Parallel()
+	want := []Verdict{{Result: Success}, {Result: None}, {Result: None, Reason: ReasonMissing}, {Result: None, Reason: ReasonNeedsTLS13}}
+	for _, r := range FailureReasons {
+		want = append(want, Verdict{Result: Failed, Reason: r})
+	}
+	got := Outcomes()
+	if len(got) != len(want) {
+		t.Fatalf("Outcomes() has %d entries, want %d", len(got), len(want))
+	}
+	for i, v := range want {
+		if got[i].Result != v.Result || got[i].Reason != v.Reason {
+			t.Errorf("Outcomes()[%d] = %s/%s, want %s/%s", i, got[i].Result, got[i].Reason, v.Result, v.Reason)
+		}
+		if o := outcome(v); o != i {
+			t.Errorf("outcome(%s/%s) = %d, want %d", v.Result, v.Reason, o, i)
+		}
+	}
+}

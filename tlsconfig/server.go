@@ -168,8 +168,9 @@ type ServerOptions struct {
 	// Such connections are closed after the handshake, never served.
 	ACMETLS *tls.Config
 	// MaxHandshakes bounds handshakes in progress (0: no bound). A
-	// connection competes for a slot only once its ClientHello record has
-	// arrived, so idle connections hold none. One that finds no free slot
+	// connection competes for a slot only once its whole ClientHello has
+	// arrived (in however many records), so idle or stalled connections
+	// hold none. One that finds no free slot
 	// within half of HandshakeTimeout is closed, so queueing and handshake
 	// together stay bounded.
 	MaxHandshakes int

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 )
@@ -175,4 +176,32 @@ func LoadTicketKeys(path string) ([][TicketKeyBytes]byte, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return keys, nil
+}
+
+// CheckTicketKeysMode checks who else may read or write a session ticket
+// key file. Whoever reads it can mint session tickets carrying any client
+// chain for any policy (resumption takes the chain from the ticket, and
+// per-policy keys derive from the file and the public policy name), so it
+// is as sensitive as a client private key of every policy on every
+// replica. A file other users may read or write is refused (err). One its
+// group may read or write is allowed with a warning (warn): Kubernetes
+// mounts a Secret's files with the Pod's fsGroup as group, so
+// defaultMode 0440 is group-readable by design. On Windows, where these
+// mode bits mean nothing, both are nil.
+func CheckTicketKeysMode(path string) (warn, err error) {
+	if runtime.GOOS == "windows" {
+		return nil, nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	perm := fi.Mode().Perm()
+	if perm&0o007 != 0 {
+		return nil, fmt.Errorf("%s is open to other users (mode %04o): whoever reads it can mint session tickets for every policy; make it 0600 (or a Kubernetes Secret's defaultMode 0400 or 0440)", path, perm)
+	}
+	if perm&0o070 != 0 {
+		return fmt.Errorf("%s is open to its group (mode %04o): every member can mint session tickets for every policy; fine for a Kubernetes Secret's fsGroup, otherwise make it 0600", path, perm), nil
+	}
+	return nil, nil
 }

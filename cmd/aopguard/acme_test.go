@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,29 +24,48 @@ import (
 	"github.com/miekg/dns"
 )
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a loopback port that was free a moment ago, for servers
+// that must be told their port before they bind it (Pebble, Prometheus). It
+// picks below the kernel's ephemeral range (32768 and up on Linux), so the
+// port cannot be handed meanwhile to an outgoing connection, which is what
+// made a port from 127.0.0.1:0 turn up "already in use" on a busy machine.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port in 20000-31999 after 100 tries")
+	return 0
 }
 
 // loopbackDNS answers every A query with 127.0.0.1 and everything else
 // with an empty answer, so Pebble's validator reaches aopguard for any name.
 func loopbackDNS(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Go's resolver may ask over TCP as well: serve both on one port, so
+	// look for a port free for both.
+	var pc net.PacketConn
+	var ln net.Listener
+	for range 100 {
+		addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			continue
+		}
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			pc.Close()
+			continue
+		}
+		break
 	}
-	// Go's resolver may ask over TCP as well: serve both on one port.
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	if ln == nil {
+		t.Fatal("no loopback port free for both UDP and TCP after 100 tries")
 	}
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,15 +19,10 @@ import (
 	"github.com/aopguard/aopguard/rollout"
 )
 
-// freeAddr returns a 127.0.0.1 address nothing listens on.
+// freeAddr returns a 127.0.0.1 address nothing listens on (see freePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(freePort(t))
 }
 
 // syncBuffer collects a child process's output safely.

@@ -72,12 +72,19 @@ func (a *app) apply(cfg *config.Config) error {
 
 	tickets := a.tickets
 	if cfg.SessionTicketKeys != "" {
-		keys, err := tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
+		warn, err := tlsconfig.CheckTicketKeysMode(cfg.SessionTicketKeys)
+		var keys [][tlsconfig.TicketKeyBytes]byte
+		if err == nil {
+			keys, err = tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
+		}
 		if err == nil {
 			tickets, err = tlsconfig.SharedTicketKeys(keys)
 		}
 		if err != nil {
 			return bad("session_ticket_keys", err)
+		}
+		if warn != nil {
+			a.log.Warn().Str("key", "session_ticket_keys").Err(warn).Msg("session ticket key file is readable by its group")
 		}
 	}
 	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
@@ -133,9 +140,9 @@ func (a *app) resetChangedPolicies(set *tlsconfig.Set, minRequests int) {
 	ids := map[string]string{}
 	var exported []metrics.RolloutPolicy
 	counters := evidenceCounters{}
-	outcomes := [][2]string{{"success", ""}, {"none", ""}, {"none", tlsconfig.ReasonMissing}}
-	for _, r := range tlsconfig.FailureReasons {
-		outcomes = append(outcomes, [2]string{"failed", r})
+	var outcomes [][2]string // derived from tlsconfig's list: a new reason gets its counter
+	for _, v := range tlsconfig.Outcomes() {
+		outcomes = append(outcomes, [2]string{v.Result.String(), v.Reason})
 	}
 	sources := []string{cfips.Cloudflare, cfips.Other}
 	for _, p := range set.Policies() {
