@@ -149,11 +149,9 @@ type ServerOptions struct {
 	// HandshakeTimeout bounds the wait for a connection's first TLS
 	// record (its ClientHello), then each TLS handshake; default 10s.
 	HandshakeTimeout time.Duration
-	// Observe is called once per handshake, after it ends. err is nil for
-	// an admitted connection, a *RejectError when a Require policy refused
-	// the client certificate, or the TLS error otherwise. info.Policy is
-	// nil when the handshake failed before a policy was chosen.
-	Observe func(info *ConnInfo, remote net.Addr, err error)
+	// Sink receives every handshake's outcome (Sink.Handshake), after it
+	// ends; nil: none is reported.
+	Sink Sink
 	// Source classifies a peer address (see ConnInfo.Source); nil
 	// classifies every peer as cfips.Other.
 	Source func(remote netip.Addr) string
@@ -267,14 +265,19 @@ func (e *UnknownHostError) Error() string {
 // callback of ours runs). A test pins it.
 const errNoClientCert = "client didn't provide a certificate"
 
+// report gives a handshake's outcome to the Sink.
+func (s *Server) report(info *ConnInfo, remote net.Addr, err error) {
+	if s.opts.Sink != nil {
+		s.opts.Sink.Handshake(Handshake{Info: info, Remote: remote, Err: err})
+	}
+}
+
 // handshake reads the connection's preamble (see preamble), then runs
 // its TLS handshake under a MaxHandshakes slot and fills in its ConnInfo.
 func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 	t.info.Source = cfips.Other
 	if err := s.preamble(ctx, t); err != nil {
-		if s.opts.Observe != nil {
-			s.opts.Observe(&t.info, t.RemoteAddr(), err)
-		}
+		s.report(&t.info, t.RemoteAddr(), err)
 		return nil, err
 	}
 	t.info.Remote = addrOf(t.RemoteAddr())
@@ -289,9 +292,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 			defer func() { <-s.handshakes }()
 		case <-timer.C:
 			t.Close()
-			if s.opts.Observe != nil {
-				s.opts.Observe(&t.info, t.RemoteAddr(), ErrOverloaded)
-			}
+			s.report(&t.info, t.RemoteAddr(), ErrOverloaded)
 			return nil, ErrOverloaded
 		case <-ctx.Done():
 			timer.Stop()
@@ -318,12 +319,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 			cs := c.ConnectionState()
 			info.Version, info.CurveID = cs.Version, cs.CurveID
 		}
-		if rej, ok := err.(*RejectError); ok {
-			rej.Policy.Count(rej.Verdict, info.Source)
-		}
-		if s.opts.Observe != nil {
-			s.opts.Observe(info, t.RemoteAddr(), err)
-		}
+		s.report(info, t.RemoteAddr(), err)
 		switch err.(type) {
 		case *RejectError, *UnknownHostError:
 			lingerClose(t)
@@ -335,9 +331,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 	if t.acme {
 		// The validator has what it came for: the challenge certificate.
 		c.Close()
-		if s.opts.Observe != nil {
-			s.opts.Observe(info, t.RemoteAddr(), ErrACMEChallenge)
-		}
+		s.report(info, t.RemoteAddr(), ErrACMEChallenge)
 		return nil, ErrACMEChallenge
 	}
 	cs := c.ConnectionState()
@@ -346,10 +340,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 	info.Version = cs.Version
 	info.CurveID = cs.CurveID
 	info.Verdict = info.Policy.VerifyTLS(cs.PeerCertificates, cs.Version)
-	info.Policy.Count(info.Verdict, info.Source)
-	if s.opts.Observe != nil {
-		s.opts.Observe(info, t.RemoteAddr(), nil)
-	}
+	s.report(info, t.RemoteAddr(), nil)
 	return &Conn{Conn: c, t: t}, nil
 }
 
