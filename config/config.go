@@ -366,8 +366,8 @@ func (c *Config) Validate() error {
 	if err := checkCRLStale(c.CRLStale); err != nil {
 		return bad("crl_stale", "%v", err)
 	}
-	if !validSignatures(c.ClientCertSignatures) {
-		return bad("client_cert_signatures", "%q is not one of any, post-quantum", c.ClientCertSignatures)
+	if _, err := tlsconfig.ParseSignatures(c.ClientCertSignatures); err != nil {
+		return bad("client_cert_signatures", "%v", err)
 	}
 	if c.ZoneCA == "" {
 		return bad("zone_ca", "must be %q or a PEM bundle path", CloudflareCA)
@@ -398,8 +398,10 @@ func (c *Config) Validate() error {
 				return bad(key+".crl_stale", "%v", err)
 			}
 		}
-		if h.ClientCertSignatures != "" && !validSignatures(h.ClientCertSignatures) {
-			return bad(key+".client_cert_signatures", "%q is not one of any, post-quantum", h.ClientCertSignatures)
+		if h.ClientCertSignatures != "" {
+			if _, err := tlsconfig.ParseSignatures(h.ClientCertSignatures); err != nil {
+				return bad(key+".client_cert_signatures", "%v", err)
+			}
 		}
 		if h.Upstream != "" {
 			if err := CheckUpstream(h.Upstream); err != nil {
@@ -504,8 +506,6 @@ func checkCRLStale(s string) error {
 	}
 	return fmt.Errorf("%q is not one of %s, %s", s, CRLStaleRefuse, CRLStaleWarn)
 }
-
-func validSignatures(s string) bool { return s == "any" || s == "post-quantum" }
 
 func checkAddr(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {

@@ -132,10 +132,13 @@ func TestDeployFiles(t *testing.T) {
 		}
 	}
 	// The recording rules' own tests: synthetic replicas, one older than
-	// the hour, one first scraped after its first events.
-	recordingTests := filepath.Join(root, "prometheus", "rules_test.yml")
-	if out, err := exec.Command(promtool, "test", "rules", recordingTests).CombinedOutput(); err != nil {
-		t.Errorf("promtool test rules %s: %v\n%s", recordingTests, err, out)
+	// the hour, one first scraped after its first events. Then the
+	// alerts' own tests (a CRL going stale fires AOPCRLStale).
+	for _, f := range []string{"rules_test.yml", "alerts_test.yml"} {
+		unit := filepath.Join(root, "prometheus", f)
+		if out, err := exec.Command(promtool, "test", "rules", unit).CombinedOutput(); err != nil {
+			t.Errorf("promtool test rules %s: %v\n%s", unit, err, out)
+		}
 	}
 }
 

@@ -192,11 +192,9 @@ func newBenchProxy(b *testing.B, upstreamURL string, serve bool) *benchProxy {
 	}
 	tracker := rollout.NewTracker(100)
 	bp := &benchProxy{pki: pki, routes: rt}
-	bp.handler = NewHandler(func() *Routes { return rt }, logger, HandlerOptions{Observe: func(ri RequestInfo) {
-		tracker.Record(rollout.Event{Policy: ri.Policy.Name(), Result: ri.Verdict.Result.String(), Reason: ri.Verdict.Reason,
-			Source: ri.Conn.Source, Remote: ri.Conn.Remote, HealthCheck: ri.HealthCheck})
-	}})
-	bp.tls = tlsconfig.NewServer(func() *tlsconfig.Set { return set }, tlsconfig.ServerOptions{})
+	sink := benchSink{tracker}
+	bp.handler = NewHandler(func() *Routes { return rt }, logger, HandlerOptions{Sink: sink})
+	bp.tls = tlsconfig.NewServer(func() *tlsconfig.Set { return set }, tlsconfig.ServerOptions{Sink: sink})
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -323,4 +321,22 @@ func BenchmarkKeepAliveTLS(b *testing.B) {
 			res.Body.Close()
 		}
 	})
+}
+
+// benchSink does per handshake and request what aopguard's sink does that
+// costs: count the verdict and give requests to the rollout tracker.
+type benchSink struct{ tracker *rollout.Tracker }
+
+func (s benchSink) Handshake(hs tlsconfig.Handshake) {
+	if p, v, ok := hs.Judged(); ok {
+		p.Count(v, hs.Info.Source)
+	}
+}
+
+func (s benchSink) Request(r tlsconfig.Request) {
+	if r.Rejudged {
+		r.Policy.Count(r.Verdict, r.Conn.Source)
+	}
+	s.tracker.Record(rollout.Event{Policy: r.Policy.Name(), Result: r.Verdict.Result.String(), Reason: r.Verdict.Reason,
+		Source: r.Conn.Source, Remote: r.Conn.Remote, HealthCheck: r.HealthCheck})
 }

@@ -364,7 +364,7 @@ type harness struct {
 	log      *logSink
 	verifies *counters // host|mode|result|action
 	requests *counters // host|class; also duration|host, upstream|host and upstream_error|host|kind
-	observed chan RequestInfo
+	observed chan tlsconfig.Request
 	srv      *h1.Server
 }
 
@@ -394,7 +394,7 @@ func (o observer) Observe(v float64) {
 
 func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 	t.Helper()
-	h := &harness{pki: pki, log: newLogSink(), verifies: newCounters(), requests: newCounters(), observed: make(chan RequestInfo, 1024)}
+	h := &harness{pki: pki, log: newLogSink(), verifies: newCounters(), requests: newCounters(), observed: make(chan tlsconfig.Request, 1024)}
 	tickets, err := tlsconfig.NewTicketKeys()
 	if err != nil {
 		t.Fatal(err)
@@ -432,13 +432,8 @@ func newHarness(t testing.TB, pki *testPKI, cfg harnessConfig) *harness {
 		t.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
-	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{Source: cfg.source})
-	handler := NewHandler(h.routes.Load, logger, HandlerOptions{Observe: func(ri RequestInfo) {
-		select {
-		case h.observed <- ri:
-		default: // a test that does not read them
-		}
-	}})
+	tlsSrv := tlsconfig.NewServer(func() *tlsconfig.Set { return h.routes.Load().Set }, tlsconfig.ServerOptions{Source: cfg.source, Sink: harnessSink{h}})
+	handler := NewHandler(h.routes.Load, logger, HandlerOptions{Sink: harnessSink{h}})
 	srv := h1.NewServer(h1.Options{
 		Handler:           handler,
 		ConnContext:       ConnContext,
@@ -629,5 +624,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// harnessSink counts verdicts as aopguard's sink does (each handshake's
+// once, each request's only when the request was judged anew) and passes
+// requests on to the test.
+type harnessSink struct{ h *harness }
+
+func (s harnessSink) Handshake(hs tlsconfig.Handshake) {
+	if p, v, ok := hs.Judged(); ok {
+		p.Count(v, hs.Info.Source)
+	}
+}
+
+func (s harnessSink) Request(r tlsconfig.Request) {
+	if r.Rejudged {
+		r.Policy.Count(r.Verdict, r.Conn.Source)
+	}
+	select {
+	case s.h.observed <- r:
+	default: // a test that does not read them
 	}
 }

@@ -52,33 +52,22 @@ type Routes struct {
 
 // Handler serves requests from connections accepted by a tlsconfig.Server.
 type Handler struct {
-	routes  func() *Routes
-	log     zerolog.Logger
-	observe func(RequestInfo)
-}
-
-// RequestInfo describes a request after it was answered, for observers
-// such as the rollout report.
-type RequestInfo struct {
-	Policy  *tlsconfig.Policy
-	Verdict tlsconfig.Verdict
-	Conn    *tlsconfig.ConnInfo
-	Status  int
-	// HealthCheck marks Cloudflare load-balancer health checks
-	// (User-Agent containing Cloudflare-Traffic-Manager).
-	HealthCheck bool
+	routes func() *Routes
+	log    zerolog.Logger
+	sink   tlsconfig.Sink
 }
 
 // HandlerOptions are optional Handler settings.
 type HandlerOptions struct {
-	// Observe, if set, is called once per request after its response.
-	Observe func(RequestInfo)
+	// Sink, if set, receives each request's verdict (Sink.Request) after
+	// its response; the Handler counts and records none itself.
+	Sink tlsconfig.Sink
 }
 
 // NewHandler returns a Handler that reads the current Routes on every
 // request and writes one access line per request to log.
 func NewHandler(routes func() *Routes, log zerolog.Logger, opts HandlerOptions) *Handler {
-	return &Handler{routes: routes, log: log, observe: opts.Observe}
+	return &Handler{routes: routes, log: log, sink: opts.Sink}
 }
 
 // healthCheckAgent is in the User-Agent of Cloudflare's load-balancer
@@ -148,12 +137,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	verdict := ci.Verdict
-	if p != ci.Policy {
+	rejudged := p != ci.Policy
+	if rejudged {
 		// The Host selects another policy than the handshake was judged
 		// under (another host, or the same one after a reload): judge the
 		// connection's certificate under this request's policy.
 		verdict = p.VerifyTLS(ci.Peer, ci.Version)
-		p.Count(verdict, ci.Source)
 	}
 	rec := recorder{ResponseWriter: w}
 	b := &rt.backends[p.Index()]
@@ -194,8 +183,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	health := strings.Contains(r.Header.Get("User-Agent"), healthCheckAgent)
-	if h.observe != nil {
-		h.observe(RequestInfo{Policy: p, Verdict: verdict, Conn: ci, Status: status, HealthCheck: health})
+	if h.sink != nil {
+		h.sink.Request(tlsconfig.Request{Policy: p, Verdict: verdict, Conn: ci, Rejudged: rejudged, Status: status, HealthCheck: health})
 	}
 	h.logAccess(r, p, ci, verdict, status, &rec, elapsed, health, aborted)
 	if aborted {

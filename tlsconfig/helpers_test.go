@@ -171,7 +171,7 @@ func (r *counterRec) counts() map[string]int64 {
 	return out
 }
 
-// observed is one call of ServerOptions.Observe.
+// observed is one outcome the Server gave its Sink.
 type observed struct {
 	info   ConnInfo
 	remote net.Addr
@@ -194,9 +194,7 @@ func newHarness(t testing.TB, set *Set, opts ServerOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, observed: make(chan observed, 64), accepted: make(chan *ConnInfo, 64)}
 	h.cur.Store(set)
-	opts.Observe = func(info *ConnInfo, remote net.Addr, err error) {
-		h.observed <- observed{info: *info, remote: remote, err: err}
-	}
+	opts.Sink = h
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +204,18 @@ func newHarness(t testing.TB, set *Set, opts ServerOptions) *harness {
 	go h.serve()
 	return h
 }
+
+// Handshake records an outcome and counts its verdict, as aopguard's
+// sink does: once, under the policy Judged names.
+func (h *harness) Handshake(hs Handshake) {
+	if p, v, ok := hs.Judged(); ok {
+		p.Count(v, hs.Info.Source)
+	}
+	h.observed <- observed{info: *hs.Info, remote: hs.Remote, err: hs.Err}
+}
+
+// Request is not reached: the harness serves no HTTP.
+func (h *harness) Request(Request) {}
 
 func (h *harness) serve() {
 	for {

@@ -45,15 +45,38 @@ type ConnInfo struct {
 	Proxy netip.Addr
 }
 
+// Conn is a connection a Server's listener accepted: its TLS handshake
+// has completed under the Policy its server name selected, and its
+// ConnInfo (the policy and the verdict) is filled in. It is a *tls.Conn
+// with what aopguard learned about it, so whoever serves it reads those
+// facts from the type rather than from what lies under the TLS layer.
+type Conn struct {
+	*tls.Conn
+	t *trackedConn
+}
+
+// Info returns what the handshake learned: the Policy, the verdict, the
+// peer's chain and address. It never changes once Accept returned c.
+func (c *Conn) Info() *ConnInfo { return &c.t.info }
+
+// TLS returns the *tls.Conn itself, for servers (net/http's HTTP/2) that
+// need that type.
+func (c *Conn) TLS() *tls.Conn { return c.Conn }
+
+// LingerClose sends close_notify, then closes the socket without losing
+// what was last sent while the peer may still be sending (see
+// trackedConn.LingerClose): for a response sent with a request body left
+// unread.
+func (c *Conn) LingerClose() {
+	c.Conn.CloseWrite() // close_notify; crypto/tls bounds the write itself
+	c.t.LingerClose()
+}
+
 // Info returns the ConnInfo of a connection accepted from a Server's
-// listener, or nil for any other connection.
+// listener (a *Conn), or nil for any other connection.
 func Info(c net.Conn) *ConnInfo {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return nil
-	}
-	if t, ok := tc.NetConn().(*trackedConn); ok {
-		return &t.info
+	if cc, ok := c.(*Conn); ok {
+		return cc.Info()
 	}
 	return nil
 }
@@ -126,11 +149,9 @@ type ServerOptions struct {
 	// HandshakeTimeout bounds the wait for a connection's first TLS
 	// record (its ClientHello), then each TLS handshake; default 10s.
 	HandshakeTimeout time.Duration
-	// Observe is called once per handshake, after it ends. err is nil for
-	// an admitted connection, a *RejectError when a Require policy refused
-	// the client certificate, or the TLS error otherwise. info.Policy is
-	// nil when the handshake failed before a policy was chosen.
-	Observe func(info *ConnInfo, remote net.Addr, err error)
+	// Sink receives every handshake's outcome (Sink.Handshake), after it
+	// ends; nil: none is reported.
+	Sink Sink
 	// Source classifies a peer address (see ConnInfo.Source); nil
 	// classifies every peer as cfips.Other.
 	Source func(remote netip.Addr) string
@@ -244,14 +265,19 @@ func (e *UnknownHostError) Error() string {
 // callback of ours runs). A test pins it.
 const errNoClientCert = "client didn't provide a certificate"
 
+// report gives a handshake's outcome to the Sink.
+func (s *Server) report(info *ConnInfo, remote net.Addr, err error) {
+	if s.opts.Sink != nil {
+		s.opts.Sink.Handshake(Handshake{Info: info, Remote: remote, Err: err})
+	}
+}
+
 // handshake reads the connection's preamble (see preamble), then runs
 // its TLS handshake under a MaxHandshakes slot and fills in its ConnInfo.
-func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, error) {
+func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 	t.info.Source = cfips.Other
 	if err := s.preamble(ctx, t); err != nil {
-		if s.opts.Observe != nil {
-			s.opts.Observe(&t.info, t.RemoteAddr(), err)
-		}
+		s.report(&t.info, t.RemoteAddr(), err)
 		return nil, err
 	}
 	t.info.Remote = addrOf(t.RemoteAddr())
@@ -266,9 +292,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 			defer func() { <-s.handshakes }()
 		case <-timer.C:
 			t.Close()
-			if s.opts.Observe != nil {
-				s.opts.Observe(&t.info, t.RemoteAddr(), ErrOverloaded)
-			}
+			s.report(&t.info, t.RemoteAddr(), ErrOverloaded)
 			return nil, ErrOverloaded
 		case <-ctx.Done():
 			timer.Stop()
@@ -295,12 +319,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 			cs := c.ConnectionState()
 			info.Version, info.CurveID = cs.Version, cs.CurveID
 		}
-		if rej, ok := err.(*RejectError); ok {
-			rej.Policy.Count(rej.Verdict, info.Source)
-		}
-		if s.opts.Observe != nil {
-			s.opts.Observe(info, t.RemoteAddr(), err)
-		}
+		s.report(info, t.RemoteAddr(), err)
 		switch err.(type) {
 		case *RejectError, *UnknownHostError:
 			lingerClose(t)
@@ -312,9 +331,7 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 	if t.acme {
 		// The validator has what it came for: the challenge certificate.
 		c.Close()
-		if s.opts.Observe != nil {
-			s.opts.Observe(info, t.RemoteAddr(), ErrACMEChallenge)
-		}
+		s.report(info, t.RemoteAddr(), ErrACMEChallenge)
 		return nil, ErrACMEChallenge
 	}
 	cs := c.ConnectionState()
@@ -323,19 +340,16 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*tls.Conn, erro
 	info.Version = cs.Version
 	info.CurveID = cs.CurveID
 	info.Verdict = info.Policy.VerifyTLS(cs.PeerCertificates, cs.Version)
-	info.Policy.Count(info.Verdict, info.Source)
-	if s.opts.Observe != nil {
-		s.opts.Observe(info, t.RemoteAddr(), nil)
-	}
-	return c, nil
+	s.report(info, t.RemoteAddr(), nil)
+	return &Conn{Conn: c, t: t}, nil
 }
 
-// Listener wraps inner: Accept returns only *tls.Conn whose handshake has
-// completed and whose ConnInfo (see Info) is filled in. Handshakes run in
+// Listener wraps inner: Accept returns only *Conn whose handshake has
+// completed and whose ConnInfo is filled in. Handshakes run in
 // their own goroutines. Closing the listener aborts handshakes in progress.
 func (s *Server) Listener(inner net.Listener) net.Listener {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &listener{inner: inner, srv: s, ctx: ctx, cancel: cancel, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &listener{inner: inner, srv: s, ctx: ctx, cancel: cancel, conns: make(chan *Conn), done: make(chan struct{})}
 	if s.opts.MaxConnections > 0 {
 		l.slots = make(chan struct{}, s.opts.MaxConnections)
 	}
@@ -348,7 +362,7 @@ type listener struct {
 	srv    *Server
 	ctx    context.Context
 	cancel context.CancelFunc
-	conns  chan net.Conn
+	conns  chan *Conn
 	done   chan struct{}
 	once   sync.Once
 	err    error         // set before done is closed

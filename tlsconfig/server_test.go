@@ -451,7 +451,7 @@ func TestListenerClose(t *testing.T) {
 	sig := &acceptSignal{Listener: inner, accepted: make(chan struct{}, 4)}
 	obs := make(chan error, 4)
 	ln := NewServer(func() *Set { return set }, ServerOptions{
-		Observe: func(_ *ConnInfo, _ net.Addr, err error) { obs <- err },
+		Sink: errSink(obs),
 	}).Listener(sig)
 	defer ln.Close()
 
@@ -607,3 +607,9 @@ func TestInfoOfOtherConns(t *testing.T) {
 		t.Error("Info of a tls.Conn not from a Server is not nil")
 	}
 }
+
+// errSink passes on each handshake's error.
+type errSink chan error
+
+func (s errSink) Handshake(h Handshake) { s <- h.Err }
+func (s errSink) Request(Request)       {}

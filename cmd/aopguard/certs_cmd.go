@@ -12,6 +12,7 @@ import (
 
 	"github.com/aopguard/aopguard/certs"
 	"github.com/aopguard/aopguard/config"
+	"github.com/aopguard/aopguard/snapshot"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -410,7 +411,7 @@ func loadPolicySet(file string) (*tlsconfig.Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	zone, hosts, _, err := policySpecs(cfg)
+	zone, hosts, _, err := snapshot.Policies(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/aopguard/aopguard/cloudflare"
 	"github.com/aopguard/aopguard/config"
+	"github.com/aopguard/aopguard/snapshot"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -180,7 +181,7 @@ func policies(file string) (*tlsconfig.Set, error) {
 	if err != nil {
 		return nil, &exitError{exitConfig, err}
 	}
-	zone, hosts, _, err := policySpecs(cfg)
+	zone, hosts, _, err := snapshot.Policies(cfg)
 	if err != nil {
 		return nil, &exitError{exitConfig, err}
 	}

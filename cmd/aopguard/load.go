@@ -22,6 +22,7 @@ import (
 	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/config"
 	"github.com/aopguard/aopguard/metrics"
+	"github.com/aopguard/aopguard/snapshot"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
 
@@ -31,101 +32,35 @@ import (
 func (a *app) apply(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	bad := cfg.KeyError
-	zone, hosts, expiries, err := policySpecs(cfg)
-	if err != nil {
-		return err
-	}
-
-	// Cloudflare's ranges: a configured file, else the last good refresh,
-	// else the embedded snapshot.
-	ips := cfips.Default()
-	switch {
-	case cfg.CloudflareIPs != "":
-		l, err := cfips.Load(cfg.CloudflareIPs)
-		if err != nil {
-			return bad("cloudflare_ips", err)
-		}
-		ips = l
-	case len(cfg.CloudflareIPsRefresh.URLs) > 0 && a.refreshed != nil:
-		ips = a.refreshed
-	}
-
-	var pairs []tls.Certificate
-	for i, kp := range cfg.Certificates {
-		pair, err := certs.LoadKeyPair(kp.Cert, kp.Key)
-		if err != nil {
-			return bad(fmt.Sprintf("certificates[%d]", i), err)
-		}
-		pairs = append(pairs, pair)
-	}
-	if len(pairs) == 0 {
-		self, err := a.servers.selfSigned()
-		if err != nil {
-			return err
-		}
-		pairs = []tls.Certificate{self}
-	}
-	for _, p := range pairs {
-		expiries = append(expiries, metrics.Expiry{Role: "server", Cert: p.Leaf})
-	}
-
-	tickets := a.tickets
-	if cfg.SessionTicketKeys != "" {
-		warn, err := tlsconfig.CheckTicketKeysMode(cfg.SessionTicketKeys)
-		var keys [][tlsconfig.TicketKeyBytes]byte
-		if err == nil {
-			keys, err = tlsconfig.LoadTicketKeys(cfg.SessionTicketKeys)
-		}
-		if err == nil {
-			tickets, err = tlsconfig.SharedTicketKeys(keys)
-		}
-		if err != nil {
-			return bad("session_ticket_keys", err)
-		}
-		if warn != nil {
-			a.log.Warn().Str("key", "session_ticket_keys").Err(warn).Msg("session ticket key file is readable by its group")
-		}
-	}
-	set, err := tlsconfig.NewSet(zone, hosts, tlsconfig.Options{
+	snap, err := snapshot.Build(cfg, snapshot.Env{
 		GetCertificate: a.servers.getCertificate,
-		Tickets:        tickets,
-		StrictHosts:    cfg.StrictHosts,
-		RefuseNoSNI:    !cfg.AllowNoSNI,
+		SelfSigned:     a.servers.selfSigned,
+		Tickets:        a.tickets,
+		Upstreams:      a.ups,
 		Counter: func(l tlsconfig.Labels) tlsconfig.Counter {
 			return a.metrics.Verification(l.Host, l.Mode, l.Result, l.Reason, l.Action, l.Source)
 		},
+		Refreshed: a.refreshed,
+		Log:       a.log,
 	})
 	if err != nil {
-		return &config.Error{File: cfg.File, Err: err}
-	}
-	routes, err := a.ups.Routes(set, cfg.UpstreamTimeout)
-	if err != nil {
-		return &config.Error{File: cfg.File, Err: err}
-	}
-	routes.TrustCloudflareHeaders = cfg.TrustCloudflareHeaders
-	routes.RequireCloudflareSource = cfg.RequireCloudflareSource
-	// Everything is valid: from here on nothing can fail.
-	if err := a.servers.replace(pairs); err != nil {
 		return err
 	}
-	a.resetChangedPolicies(set, cfg.ReadyMinRequests)
-	a.tracker.SetMinRequests(uint64(cfg.ReadyMinRequests))
-	a.ips.Store(ips)
-	a.cfg.Store(cfg)
-	a.routes.Store(routes)
-	a.ups.Prune(routes)
-	a.metrics.SetExpiries(expiries)
-	crlNext := map[string]float64{}
-	for _, p := range set.Policies() {
-		if t := p.CRLNextUpdate(); !t.IsZero() {
-			crlNext[p.Name()] = float64(t.Unix())
-		}
+	// Everything is valid: from here on nothing can fail.
+	if err := a.servers.replace(snap.Pairs); err != nil {
+		return err
 	}
-	a.metrics.SetCRLNextUpdates(crlNext)
-	a.loaded.Store(&expiries)
+	a.resetChangedPolicies(snap.Set, cfg.ReadyMinRequests)
+	a.tracker.SetMinRequests(uint64(cfg.ReadyMinRequests))
+	a.ips.Store(snap.IPs)
+	a.cfg.Store(cfg)
+	a.routes.Store(snap.Routes)
+	a.ups.Prune(snap.Routes)
+	a.metrics.SetExpiries(snap.Expiries)
+	a.metrics.SetCRLNextUpdates(snap.CRLNextUpdates)
+	a.loaded.Store(&snap.Expiries)
 	a.metrics.Reloaded(true, float64(time.Now().Unix()))
-	a.warnSetup(cfg, set, pairs)
+	a.warnSetup(cfg, snap.Set, snap.Pairs)
 	a.checkExpiries()
 	return nil
 }
@@ -207,132 +142,6 @@ func (a *app) refreshOnce(ctx context.Context, client *http.Client, urls []strin
 	a.refreshed = next
 	a.ips.Store(next)
 	a.log.Info().Int("prefixes", next.Len()).Str("origin", next.Origin()).Msg("Cloudflare's address ranges refreshed")
-}
-
-// policySpecs reads the CA bundles and CRLs cfg names and returns the zone
-// and host policy specifications, plus the CAs for the expiry gauge.
-// Errors name the config file, the key and its line.
-func policySpecs(cfg *config.Config) (zone tlsconfig.PolicySpec, hosts []tlsconfig.PolicySpec, expiries []metrics.Expiry, err error) {
-	// Modes were checked by config.Validate (with tlsconfig.ParseMode).
-	zoneMode, err := tlsconfig.ParseMode(cfg.Mode)
-	if err != nil {
-		return zone, nil, nil, cfg.KeyError("mode", err)
-	}
-	zoneSigs, err := tlsconfig.ParseSignatures(cfg.ClientCertSignatures)
-	if err != nil {
-		return zone, nil, nil, cfg.KeyError("client_cert_signatures", err)
-	}
-	zone = tlsconfig.PolicySpec{Name: tlsconfig.ZoneName, Mode: zoneMode, Signatures: zoneSigs, Upstream: cfg.Upstream,
-		RefuseStaleCRL: cfg.CRLStale == config.CRLStaleRefuse}
-	if zone.Allow, err = allowRules(cfg, "allow", cfg.Allow); err != nil {
-		return zone, nil, nil, err
-	}
-	zone.CAs = []*x509.Certificate{certs.CloudflareOriginPullCA()}
-	if cfg.ZoneCA != config.CloudflareCA {
-		if zone.CAs, err = loadTrustBundle(cfg, "zone_ca", cfg.ZoneCA, zone.Allow, "allow"); err != nil {
-			return zone, nil, nil, err
-		}
-	}
-	for _, c := range zone.CAs {
-		expiries = append(expiries, metrics.Expiry{Role: "zone_ca", Host: tlsconfig.ZoneName, Cert: c})
-	}
-	if zone.CRLs, err = loadCRL(cfg, "crl", cfg.CRL, zone.CAs); err != nil {
-		return zone, nil, nil, err
-	}
-	for i, h := range cfg.Hosts {
-		key := fmt.Sprintf("hosts[%d]", i)
-		spec := tlsconfig.PolicySpec{Name: h.Name, Mode: zoneMode, Signatures: zoneSigs, CAs: zone.CAs, Upstream: cfg.Upstream,
-			RefuseStaleCRL: zone.RefuseStaleCRL}
-		if h.CRLStale != "" {
-			spec.RefuseStaleCRL = h.CRLStale == config.CRLStaleRefuse
-		}
-		if spec.Allow, err = allowRules(cfg, key+".allow", h.Allow); err != nil {
-			return zone, nil, nil, err
-		}
-		if h.Mode != "" {
-			if spec.Mode, err = tlsconfig.ParseMode(h.Mode); err != nil {
-				return zone, nil, nil, cfg.KeyError(key+".mode", err)
-			}
-		}
-		if h.ClientCertSignatures != "" {
-			if spec.Signatures, err = tlsconfig.ParseSignatures(h.ClientCertSignatures); err != nil {
-				return zone, nil, nil, cfg.KeyError(key+".client_cert_signatures", err)
-			}
-		}
-		if h.Upstream != "" {
-			spec.Upstream = h.Upstream
-		}
-		if h.CA != "" {
-			if spec.CAs, err = loadTrustBundle(cfg, key+".ca", h.CA, spec.Allow, key+".allow"); err != nil {
-				return zone, nil, nil, err
-			}
-			for _, c := range spec.CAs {
-				expiries = append(expiries, metrics.Expiry{Role: "host_ca", Host: h.Name, Cert: c})
-			}
-		}
-		if spec.CRLs, err = loadCRL(cfg, key+".crl", h.CRL, spec.CAs); err != nil {
-			return zone, nil, nil, err
-		}
-		hosts = append(hosts, spec)
-	}
-	return zone, hosts, expiries, nil
-}
-
-// loadTrustBundle reads the CA bundle at key. A leaf certificate in it
-// (CA:FALSE) is refused: trusted as a root it acts as a pin of that one
-// certificate, and the next renewal breaks. It is accepted only when the
-// same policy's allow.sha256 (allowKey) lists it too, which says in the
-// configuration that the pin is meant.
-func loadTrustBundle(cfg *config.Config, key, path string, allow tlsconfig.AllowRules, allowKey string) ([]*x509.Certificate, error) {
-	cs, err := certs.LoadBundle(path)
-	if err != nil {
-		return nil, cfg.KeyError(key, err)
-	}
-	for i, c := range cs {
-		if c.IsCA || slices.Contains(allow.SHA256, sha256.Sum256(c.Raw)) {
-			continue
-		}
-		return nil, cfg.KeyError(key, fmt.Errorf("%s: certificate %d of %d (%s, sha256 %s) is a leaf, not a CA: trusted as a CA it would "+
-			"accept only itself, and stop working when it is renewed. Trust the CA that issued it; to pin this certificate on purpose, "+
-			"also list its sha256 under %s.sha256", path, i+1, len(cs), certs.Describe(c), certs.Fingerprint(c.Raw), allowKey))
-	}
-	return cs, nil
-}
-
-// allowRules parses the allow rules at key.
-func allowRules(cfg *config.Config, key string, a config.Allow) (tlsconfig.AllowRules, error) {
-	var r tlsconfig.AllowRules
-	for _, list := range []struct {
-		name string
-		in   []string
-		out  *[][32]byte
-	}{{"sha256", a.SHA256, &r.SHA256}, {"spki_sha256", a.SPKISHA256, &r.SPKISHA256}} {
-		for j, s := range list.in {
-			h, err := tlsconfig.ParseHash(s)
-			if err != nil {
-				return r, cfg.KeyError(fmt.Sprintf("%s.%s[%d]", key, list.name, j), err)
-			}
-			*list.out = append(*list.out, h)
-		}
-	}
-	r.DNS, r.CN = a.DNS, a.CN
-	return r, nil
-}
-
-// loadCRL reads the CRL at key, if one is configured, and checks that one
-// of the policy's CAs signed it.
-func loadCRL(cfg *config.Config, key, path string, cas []*x509.Certificate) ([]*x509.RevocationList, error) {
-	if path == "" {
-		return nil, nil
-	}
-	crl, err := certs.LoadCRL(path)
-	if err != nil {
-		return nil, cfg.KeyError(key, err)
-	}
-	if err := tlsconfig.CheckCRLSigner(crl, cas); err != nil {
-		return nil, cfg.KeyError(key, fmt.Errorf("%s: %w", path, err))
-	}
-	return []*x509.RevocationList{crl}, nil
 }
 
 // checkCRLs logs and counts every policy working from a CRL past its

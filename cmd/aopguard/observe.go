@@ -38,8 +38,31 @@ func tlsVersion(v uint16) string {
 	return "unknown"
 }
 
-// observeHandshake counts and logs each handshake: refused and failed ones
-// here, admitted ones in the access lines of their requests.
+// sink is where every verdict is recorded: the TLS server reports each
+// handshake to it and the proxy each request (tlsconfig.Sink). From it
+// the verdict counters, the other handshake and request metrics, the
+// rollout report (and its exported evidence counters), the client
+// certificates seen and the handshake log lines are fed.
+type sink struct{ a *app }
+
+// Handshake counts and logs each handshake: refused and failed ones here,
+// admitted ones in the access lines of their requests.
+func (s sink) Handshake(h tlsconfig.Handshake) {
+	if p, v, ok := h.Judged(); ok {
+		p.Count(v, h.Info.Source)
+	}
+	s.a.observeHandshake(h.Info, h.Remote, h.Err)
+}
+
+// Request counts a request's verdict when the request was judged anew,
+// and feeds it to the rollout report.
+func (s sink) Request(r tlsconfig.Request) {
+	if r.Rejudged {
+		r.Policy.Count(r.Verdict, r.Conn.Source)
+	}
+	s.a.observeRequest(r)
+}
+
 func (a *app) observeHandshake(info *tlsconfig.ConnInfo, remote net.Addr, err error) {
 	host := "_none" // the handshake failed before a policy was chosen
 	if info.Policy != nil {
@@ -110,7 +133,7 @@ func (a *app) observeAlgorithms(p *tlsconfig.Policy, info *tlsconfig.ConnInfo, v
 }
 
 // observeRequest feeds every answered request to the rollout report.
-func (a *app) observeRequest(ri proxy.RequestInfo) {
+func (a *app) observeRequest(ri tlsconfig.Request) {
 	result := ri.Verdict.Result.String()
 	if ri.HealthCheck {
 		a.metrics.HealthCheck(ri.Policy.Name(), result)

@@ -198,14 +198,14 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 	}
 	tlsSrv := tlsconfig.NewServer(a.set, tlsconfig.ServerOptions{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		Observe:          a.observeHandshake,
+		Sink:             sink{a},
 		Source:           a.source,
 		MaxConnections:   cfg.MaxConnections,
 		MaxHandshakes:    cfg.MaxHandshakes,
 		ACMETLS:          a.servers.acmeTLS(),
 		ProxyProtocol:    proxyProtocol(cfg.ProxyProtocol),
 	})
-	handler := proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Observe: a.observeRequest})
+	handler := proxy.NewHandler(a.routes.Load, logger, proxy.HandlerOptions{Sink: sink{a}})
 	srv := h1.NewServer(h1.Options{
 		Handler:           handler,
 		ConnContext:       proxy.ConnContext,

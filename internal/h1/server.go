@@ -96,6 +96,7 @@ func NewServer(opts Options) *Server {
 	s.h2 = &http.Server{
 		Handler: h2Handler{s},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			c = s.h2ln.accepted(c)
 			ctx = context.WithValue(ctx, connContextKey{}, c)
 			if opts.ConnContext != nil {
 				ctx = opts.ConnContext(ctx, c)
@@ -115,9 +116,11 @@ func NewServer(opts Options) *Server {
 }
 
 // Serve accepts connections from l until it fails or the Server is shut
-// down; then it returns http.ErrServerClosed. A *tls.Conn must have
+// down; then it returns http.ErrServerClosed. A TLS connection (a
+// *tls.Conn, or a listener's own type wrapping one: see tlsConn) must have
 // completed its handshake; one that negotiated "h2" is served HTTP/2,
-// every other connection HTTP/1.1.
+// every other connection HTTP/1.1. Handlers and hooks see the connection
+// l returned, whichever protocol serves it.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.shutting.Load() {
@@ -137,7 +140,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		var cs *tls.ConnectionState
-		if tc, ok := c.(*tls.Conn); ok {
+		if tc, ok := c.(tlsConn); ok {
 			st := tc.ConnectionState()
 			if st.NegotiatedProtocol == "h2" {
 				s.h2ln.hand(tc)
@@ -237,23 +240,79 @@ func (s *Server) logf(format string, args ...any) {
 }
 
 // chanListener hands HTTP/2 connections to the net/http server.
+// tlsConn is what the engine needs of a TLS connection: its state, the
+// socket under it (to abort without close_notify) and, for net/http's
+// HTTP/2 server, which only serves that type, the *tls.Conn itself. A
+// *tls.Conn is one; a listener may return its own type wrapping one.
+type tlsConn interface {
+	net.Conn
+	ConnectionState() tls.ConnectionState
+	NetConn() net.Conn
+}
+
+// tlsOf returns the *tls.Conn of c: c itself, or what its TLS method
+// returns.
+func tlsOf(c tlsConn) *tls.Conn {
+	switch c := c.(type) {
+	case *tls.Conn:
+		return c
+	case interface{ TLS() *tls.Conn }:
+		return c.TLS()
+	}
+	return nil
+}
+
+// chanListener hands HTTP/2 connections to net/http's server. That server
+// gets the *tls.Conn; accepted gives its ConnContext back the connection
+// Serve accepted, so hooks see the same connection under both protocols.
 type chanListener struct {
-	conns chan net.Conn
+	conns chan *tls.Conn
 	done  chan struct{}
 	once  sync.Once
 	addr  net.Addr
+
+	mu   sync.Mutex
+	orig map[*tls.Conn]net.Conn // handed, not yet through ConnContext
 }
 
 func newChanListener() *chanListener {
-	return &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	return &chanListener{conns: make(chan *tls.Conn), done: make(chan struct{}), orig: map[*tls.Conn]net.Conn{}}
 }
 
-func (l *chanListener) hand(c net.Conn) {
+func (l *chanListener) hand(c tlsConn) {
+	raw := tlsOf(c)
+	if raw == nil {
+		c.Close() // HTTP/2 over a TLS type net/http cannot serve
+		return
+	}
+	if raw != net.Conn(c) {
+		l.mu.Lock()
+		l.orig[raw] = c
+		l.mu.Unlock()
+	}
 	select {
-	case l.conns <- c:
+	case l.conns <- raw:
 	case <-l.done:
+		l.accepted(raw)
 		c.Close()
 	}
+}
+
+// accepted returns the connection Serve accepted for c, which net/http's
+// server accepted from l, and forgets it: net/http calls ConnContext
+// once per connection, right after Accept.
+func (l *chanListener) accepted(c net.Conn) net.Conn {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return c
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if o, ok := l.orig[tc]; ok {
+		delete(l.orig, tc)
+		return o
+	}
+	return c
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {
@@ -381,7 +440,7 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 				// No close_notify: to a client reading a body that ends
 				// with the connection (HTTP/1.0), a clean close would
 				// make a cut-off body look whole.
-				if tc, ok := nc.(*tls.Conn); ok {
+				if tc, ok := nc.(tlsConn); ok {
 					tc.NetConn().Close()
 				} else {
 					nc.Close()
@@ -765,8 +824,13 @@ func (w *connWriter) Write(p []byte) (int, error) {
 // (a body we did not read, a head we refused) without losing the
 // response: close_notify, then the lingering close of the socket under
 // it when it has one (a LingerClose method, as the accepting listener may
-// provide), so the client reads the answer rather than a reset.
+// provide), so the client reads the answer rather than a reset. A
+// connection with its own LingerClose does both itself.
 func lingerClose(nc net.Conn) {
+	if l, ok := nc.(interface{ LingerClose() }); ok {
+		l.LingerClose()
+		return
+	}
 	raw := nc
 	if tc, ok := nc.(*tls.Conn); ok {
 		tc.CloseWrite() // close_notify; crypto/tls bounds the write itself
