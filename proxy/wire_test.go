@@ -2,18 +2,13 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -375,87 +370,16 @@ func TestWireTable(t *testing.T) {
 // proxy_pass, and returns its address.
 func startWireNginx(t *testing.T, p *testPKI, app string) string {
 	t.Helper()
-	bin := testtool.Path(t, "nginx", "/usr/sbin/nginx")
 	dir := t.TempDir()
-	for _, d := range []string{"logs", "tmp"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cert := testpki.WriteFile(t, dir, "server.pem", p.server.CertPEM())
-	key := testpki.WriteFile(t, dir, "server.key", p.server.KeyPEM())
-	ca := testpki.WriteFile(t, dir, "ca.pem", p.zoneCA.CertPEM())
-	conf := fmt.Sprintf(`worker_processes 1;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/tmp/body;
-    proxy_temp_path %[1]s/tmp/proxy;
-    fastcgi_temp_path %[1]s/tmp/fastcgi;
-    uwsgi_temp_path %[1]s/tmp/uwsgi;
-    scgi_temp_path %[1]s/tmp/scgi;
-    server {
-        listen %[2]s ssl;
-        server_name app.example.com;
-        ssl_certificate %[3]s;
-        ssl_certificate_key %[4]s;
-        ssl_client_certificate %[5]s;
-        ssl_verify_client optional;
-        location / {
-            proxy_pass http://%[6]s;
+	return testtool.StartNginx(t, testtool.NginxSite{
+		Cert:   testpki.WriteFile(t, dir, "server.pem", p.server.CertPEM()),
+		Key:    testpki.WriteFile(t, dir, "server.key", p.server.KeyPEM()),
+		CA:     testpki.WriteFile(t, dir, "ca.pem", p.zoneCA.CertPEM()),
+		Verify: "optional",
+		Location: `            proxy_pass http://` + app + `;
             proxy_http_version 1.1;
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }
-    }
-}
-`, dir, addr, cert, key, ca, app)
-	confFile := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", dir, "-c", confFile, "-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+"; error_log stderr;")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM) // fast shutdown: the master stops its worker
-		select {
-		case <-exited:
-		case <-time.After(guard):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("nginx output:\n%s", logs.String())
-		}
+            proxy_set_header X-Forwarded-Proto $scheme;`,
 	})
-	deadline := time.Now().Add(guard)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("nginx exited before serving: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s:\n%s", addr, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
