@@ -1,5 +1,5 @@
 // Package h1 is aopguard's HTTP engine: an HTTP/1.1 server (HTTP/2 is
-// handed to net/http's server) and an HTTP/1.1 client transport for the
+// served by net/http's HTTP/2 server) and an HTTP/1.1 client transport for the
 // upstream. It knows nothing of policies or certificates: a Server serves
 // the connections a listener accepts with an http.Handler, a Transport is
 // an http.RoundTripper. Whatever the handler needs to know about a
@@ -40,7 +40,17 @@
 //   - An unread request body of at most 256 KiB is drained after the
 //     response to keep the connection; a larger one closes it.
 //
-// Server, HTTP/2 (net/http's server, configured):
+// Server, HTTP/2 (net/http's server through golang.org/x/net/http2's
+// ServeConn, configured):
+//   - Frames are written to the connection behind the server's back: what
+//     a flush writes is queued (at most 64 KiB; beyond, the flush waits)
+//     and sent by a goroutine of the connection's once the goroutines
+//     ready to run have run, so the frames of every stream that became
+//     ready meanwhile leave in one TLS record batch and one system call
+//     (net/http flushes, and writes, each frame on its own under load: a
+//     response's HEADERS, then its DATA). A failed write is reported at
+//     the next one and closes the connection; closing sends what is queued
+//     first, for at most a second.
 //   - A request whose header list exceeds Options.MaxHeaderBytes is
 //     answered 431 on its stream and the connection carries on. net/http
 //     sets the HPACK decoder's string limit to the header list limit, so a

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
 )
 
 // Options configure a Server.
@@ -70,20 +71,23 @@ func H2HeaderCeiling(limit int) int {
 }
 
 // Server serves the connections a listener accepts with a Handler:
-// HTTP/2 connections (TLS with ALPN "h2") through net/http, HTTP/1.1
-// connections itself. Cloudflare reaches origins over HTTP/1.1 by default
+// HTTP/2 connections (TLS with ALPN "h2") through net/http's HTTP/2
+// server writing to an h2conn, HTTP/1.1 connections itself. Cloudflare reaches origins over HTTP/1.1 by default
 // and keeps those connections busy, so that path is the one to make cheap:
 // one goroutine per connection, no background reader or cancellable
 // context per request (net/http has both), and no read or write buffer
 // held while a connection waits for its next request.
 type Server struct {
 	opts Options
-	h2   *http.Server
-	h2ln *chanListener
+	// h2base holds the HTTP/2 server's limits and timeouts; h2 serves
+	// each HTTP/2 connection with them (see serveH2).
+	h2base *http.Server
+	h2     *http2.Server
 
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*h1conn]struct{}
+	h2conns  map[*h2conn]struct{}
 	shutting atomic.Bool
 }
 
@@ -92,17 +96,8 @@ func NewServer(opts Options) *Server {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = http.DefaultMaxHeaderBytes
 	}
-	s := &Server{opts: opts, conns: map[*h1conn]struct{}{}, h2ln: newChanListener()}
-	s.h2 = &http.Server{
-		Handler: h2Handler{s},
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			c = s.h2ln.accepted(c)
-			ctx = context.WithValue(ctx, connContextKey{}, c)
-			if opts.ConnContext != nil {
-				ctx = opts.ConnContext(ctx, c)
-			}
-			return ctx
-		},
+	s := &Server{opts: opts, conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}}
+	s.h2base = &http.Server{
 		// The HPACK decoder refuses (GOAWAY) any field longer than the
 		// header list limit: let it decode up to the ceiling and answer
 		// lists over MaxHeaderBytes 431 in h2Handler. net/http adds a
@@ -111,6 +106,12 @@ func NewServer(opts Options) *Server {
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		ErrorLog:          opts.ErrorLog,
+	}
+	s.h2 = &http2.Server{}
+	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
+		// Only a TLS configuration without HTTP/2's ciphers fails, and
+		// h2base has none.
+		panic("h1: configuring the HTTP/2 server: " + err.Error())
 	}
 	return s
 }
@@ -128,9 +129,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return http.ErrServerClosed
 	}
 	s.ln = l
-	s.h2ln.addr = l.Addr()
 	s.mu.Unlock()
-	go s.h2.Serve(s.h2ln)
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -143,7 +142,7 @@ func (s *Server) Serve(l net.Listener) error {
 		if tc, ok := c.(tlsConn); ok {
 			st := tc.ConnectionState()
 			if st.NegotiatedProtocol == "h2" {
-				s.h2ln.hand(tc)
+				go s.serveH2(tc)
 				continue
 			}
 			cs = &st
@@ -163,10 +162,11 @@ func (s *Server) ServeConn(c net.Conn, cs *tls.ConnectionState) {
 // flight finish, and returns when all connections are closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
-	h2err := make(chan error, 1)
-	go func() { h2err <- s.h2.Shutdown(ctx) }()
+	// GOAWAY to every HTTP/2 connection; each closes once its streams
+	// are done.
+	s.h2base.Shutdown(ctx)
 	wait := time.Millisecond
-	for s.closeIdle() > 0 {
+	for s.closeIdle()+s.h2count() > 0 {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -176,20 +176,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
-	return <-h2err
+	return nil
 }
 
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error {
 	s.stop()
-	err := s.h2.Close()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.state.Store(connClosed)
 		c.nc.Close()
 	}
+	for c := range s.h2conns {
+		c.closeNow()
+	}
 	s.mu.Unlock()
-	return err
+	return nil
 }
 
 func (s *Server) stop() {
@@ -200,7 +202,6 @@ func (s *Server) stop() {
 	if ln != nil {
 		ln.Close()
 	}
-	s.h2ln.Close()
 }
 
 // closeIdle closes the HTTP/1.1 connections waiting for a request and
@@ -239,97 +240,14 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-// chanListener hands HTTP/2 connections to the net/http server.
-// tlsConn is what the engine needs of a TLS connection: its state, the
-// socket under it (to abort without close_notify) and, for net/http's
-// HTTP/2 server, which only serves that type, the *tls.Conn itself. A
-// *tls.Conn is one; a listener may return its own type wrapping one.
+// tlsConn is what the engine needs of a TLS connection: its state and
+// the socket under it (to abort without close_notify). A *tls.Conn is
+// one; a listener may return its own type wrapping one.
 type tlsConn interface {
 	net.Conn
 	ConnectionState() tls.ConnectionState
 	NetConn() net.Conn
 }
-
-// tlsOf returns the *tls.Conn of c: c itself, or what its TLS method
-// returns.
-func tlsOf(c tlsConn) *tls.Conn {
-	switch c := c.(type) {
-	case *tls.Conn:
-		return c
-	case interface{ TLS() *tls.Conn }:
-		return c.TLS()
-	}
-	return nil
-}
-
-// chanListener hands HTTP/2 connections to net/http's server. That server
-// gets the *tls.Conn; accepted gives its ConnContext back the connection
-// Serve accepted, so hooks see the same connection under both protocols.
-type chanListener struct {
-	conns chan *tls.Conn
-	done  chan struct{}
-	once  sync.Once
-	addr  net.Addr
-
-	mu   sync.Mutex
-	orig map[*tls.Conn]net.Conn // handed, not yet through ConnContext
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{conns: make(chan *tls.Conn), done: make(chan struct{}), orig: map[*tls.Conn]net.Conn{}}
-}
-
-func (l *chanListener) hand(c tlsConn) {
-	raw := tlsOf(c)
-	if raw == nil {
-		c.Close() // HTTP/2 over a TLS type net/http cannot serve
-		return
-	}
-	if raw != net.Conn(c) {
-		l.mu.Lock()
-		l.orig[raw] = c
-		l.mu.Unlock()
-	}
-	select {
-	case l.conns <- raw:
-	case <-l.done:
-		l.accepted(raw)
-		c.Close()
-	}
-}
-
-// accepted returns the connection Serve accepted for c, which net/http's
-// server accepted from l, and forgets it: net/http calls ConnContext
-// once per connection, right after Accept.
-func (l *chanListener) accepted(c net.Conn) net.Conn {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return c
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if o, ok := l.orig[tc]; ok {
-		delete(l.orig, tc)
-		return o
-	}
-	return c
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // States of an HTTP/1.1 connection.
 const (
@@ -414,7 +332,7 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 	// ErrAbortHandler) when copying a response body fails, as it does
 	// under net/http; the connection is then closed without completing
 	// the response, so a truncated body never looks whole.
-	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h2)
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h2base)
 	if s.opts.ConnContext != nil {
 		ctx = s.opts.ConnContext(ctx, nc)
 	}
