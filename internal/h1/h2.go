@@ -21,6 +21,20 @@ const h2CloseFlush = time.Second
 // not yet sent; a frame written past it waits for the socket.
 const h2MaxPending = 64 << 10
 
+// h2bufs holds the buffers HTTP/2 connections queue their writes in
+// between flushes: a connection holds none while it has nothing to send.
+var h2bufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// h2BufKeep is the largest buffer put back in h2bufs.
+const h2BufKeep = 2 * h2MaxPending
+
+func putH2buf(b []byte) {
+	if b != nil && cap(b) <= h2BufKeep {
+		b = b[:0]
+		h2bufs.Put(&b)
+	}
+}
+
 // serveH2 serves HTTP/2 on c until it closes, and closes it.
 func (s *Server) serveH2(c tlsConn) {
 	hc := &h2conn{tlsConn: c}
@@ -70,8 +84,8 @@ type h2conn struct {
 
 	mu      sync.Mutex
 	cond    sync.Cond // signalled when pending shrinks or writing ends
-	pending []byte    // written by the HTTP/2 server, not yet sent
-	spare   []byte    // the previous batch's buffer, for reuse
+	pending []byte    // written by the HTTP/2 server, not yet sent (from h2bufs)
+	spare   []byte    // the batch being sent's buffer, once sent (from h2bufs)
 	writing bool      // the flush goroutine is running
 	werr    error     // the first write error; net.ErrClosed after closeNow
 	closed  bool      // Close called: Write fails
@@ -92,6 +106,9 @@ func (c *h2conn) Write(p []byte) (int, error) {
 		}
 		return 0, err
 	}
+	if c.pending == nil {
+		c.pending = *h2bufs.Get().(*[]byte)
+	}
 	c.pending = append(c.pending, p...)
 	if !c.writing {
 		c.writing = true
@@ -109,14 +126,12 @@ func (c *h2conn) flush() {
 	c.mu.Lock()
 	for c.werr == nil && len(c.pending) > 0 {
 		b := c.pending
-		c.pending, c.spare = c.spare[:0], nil
+		c.pending, c.spare = c.spare, nil
 		c.cond.Broadcast()
 		c.mu.Unlock()
 		_, err := c.tlsConn.Write(b)
 		c.mu.Lock()
-		if cap(b) <= h2MaxPending+16<<10 {
-			c.spare = b[:0]
-		}
+		c.spare = b[:0]
 		if err != nil && c.werr == nil {
 			c.werr = err
 			// The server learns of it at its next write; closing ends
@@ -124,6 +139,10 @@ func (c *h2conn) flush() {
 			c.closing = true
 		}
 	}
+	// Nothing left to send (or no way to send it): keep no buffer.
+	putH2buf(c.spare)
+	putH2buf(c.pending)
+	c.spare, c.pending = nil, nil
 	c.writing = false
 	c.cond.Broadcast()
 	closing := c.closing

@@ -85,7 +85,8 @@ func newTestH2conn(c *stallConn) *h2conn {
 }
 
 // TestH2connCoalesces: what the HTTP/2 server writes while the socket is
-// busy goes out in one write, in order, and nothing is lost.
+// busy goes out in one write, in order, and nothing is lost; once all is
+// sent the connection holds no buffer.
 func TestH2connCoalesces(t *testing.T) {
 	sc := newStallConn()
 	hc := newTestH2conn(sc)
@@ -103,6 +104,14 @@ func TestH2connCoalesces(t *testing.T) {
 	sc.release <- struct{}{}
 	if got, want := sc.written(), []string{"HEADERS1", "DATA1HEADERS2DATA2"}; !equal(got, want) {
 		t.Errorf("socket writes %q, want %q", got, want)
+	}
+	waitFor(t, "the flush goroutine to end", func() bool {
+		hc.mu.Lock()
+		defer hc.mu.Unlock()
+		return !hc.writing
+	})
+	if hc.pending != nil || hc.spare != nil {
+		t.Errorf("an idle connection holds buffers of %d and %d bytes", cap(hc.pending), cap(hc.spare))
 	}
 }
 
