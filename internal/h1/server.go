@@ -162,11 +162,12 @@ func (s *Server) ServeConn(c net.Conn, cs *tls.ConnectionState) {
 // flight finish, and returns when all connections are closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
-	// GOAWAY to every HTTP/2 connection; each closes once its streams
-	// are done.
-	s.h2base.Shutdown(ctx)
 	wait := time.Millisecond
 	for s.closeIdle()+s.h2count() > 0 {
+		// GOAWAY to every HTTP/2 connection (once each; again on each
+		// round for one accepted while the first went out); each closes
+		// once its streams are done.
+		s.h2base.Shutdown(ctx)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
