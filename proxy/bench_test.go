@@ -120,7 +120,7 @@ func BenchmarkAccessLog(b *testing.B) {
 	rec := &recorder{status: 200, bytes: 1024}
 	b.ReportAllocs()
 	for b.Loop() {
-		h.logAccess(r, p, ci, verdict, 200, rec, 1234567*time.Nanosecond, false, false)
+		h.logAccess(r, p, ci, verdict, 200, rec, 1234567*time.Nanosecond, r.Header.Get("Cf-Ray"), false, false)
 	}
 	b.ReportMetric(float64(w.n)/float64(b.N), "B/line")
 }
