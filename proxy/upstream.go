@@ -88,9 +88,10 @@ func (u *Upstreams) Routes(set *tlsconfig.Set, timeout time.Duration) (*Routes, 
 // backend is one policy's upstream with its pre-resolved metrics.
 type backend struct {
 	rp *httputil.ReverseProxy
-	// h1 is the HTTP/1.1 transport of an upstream URL without a path or
-	// query, for the direct path (forward.go); nil otherwise.
-	h1                 *h1.Transport
+	// h1 is the HTTP/1.1 transport (internal/h1) of an upstream URL
+	// without a path or query, for the direct path (forward.go); nil
+	// otherwise.
+	h1                 http.RoundTripper
 	requests           [6]tlsconfig.Counter // by status/100
 	duration, upstream Observer
 	upErrors           [2]tlsconfig.Counter // unavailable, timeout
