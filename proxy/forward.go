@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -75,6 +74,9 @@ func (b *backend) forwardDirect(w http.ResponseWriter, r *http.Request) (aborted
 	setIf(h, HeaderVerify, verify)
 	setIf(h, HeaderFingerprint, fp)
 	setIf(h, headerRealIP, realIP)
+	vals := make([]string, 2) // one allocation for both values
+	vals[1] = r.Host
+	h["X-Forwarded-Host"] = vals[1:2:2]
 	switch {
 	case realIP != nil:
 		// A trusted visitor address replaces the edge's; a client's own
@@ -82,10 +84,10 @@ func (b *backend) forwardDirect(w http.ResponseWriter, r *http.Request) (aborted
 		h["X-Forwarded-For"] = realIP
 	default:
 		if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			h["X-Forwarded-For"] = []string{ip}
+			vals[0] = ip
+			h["X-Forwarded-For"] = vals[0:1:1]
 		}
 	}
-	h["X-Forwarded-Host"] = []string{r.Host}
 	if r.TLS != nil {
 		h["X-Forwarded-Proto"] = protoHTTPS
 	} else {
@@ -128,7 +130,11 @@ func (b *backend) forwardDirect(w http.ResponseWriter, r *http.Request) (aborted
 	removeHop(res.Header)
 	wh := w.Header()
 	for k, vv := range res.Header {
-		wh[k] = append(wh[k], vv...)
+		if len(wh[k]) == 0 {
+			wh[k] = vv // res is ours alone: share rather than copy
+		} else {
+			wh[k] = append(wh[k], vv...)
+		}
 	}
 	announced := len(res.Trailer)
 	if n := announced; n > 0 {
@@ -172,12 +178,7 @@ func setIf(h http.Header, k string, v []string) {
 // server-sent events, a long poll) is flushed after every read, so the
 // client sees each piece as the app sends it.
 func copyBody(w http.ResponseWriter, res *http.Response) error {
-	stream := res.ContentLength == -1
-	if !stream {
-		if ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); ct == "text/event-stream" {
-			stream = true
-		}
-	}
+	stream := res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type"))
 	var flush func() error
 	if stream {
 		flush = http.NewResponseController(w).Flush
@@ -203,6 +204,13 @@ func copyBody(w http.ResponseWriter, res *http.Response) error {
 			return rerr
 		}
 	}
+}
+
+// isEventStream reports a text/event-stream media type, as
+// mime.ParseMediaType would read it, without its allocations.
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // cleanQuery returns the query as ReverseProxy forwards it: unchanged if

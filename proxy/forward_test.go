@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -197,6 +198,17 @@ func TestForwardDirectEligible(t *testing.T) {
 		}
 		if got := b.direct(r); got != tt.want {
 			t.Errorf("%s %v: direct = %v, want %v", tt.upstream, tt.header, got, tt.want)
+		}
+	}
+}
+
+// TestIsEventStream: the cheap check agrees with mime.ParseMediaType.
+func TestIsEventStream(t *testing.T) {
+	for _, ct := range []string{"text/event-stream", "Text/Event-Stream", " text/event-stream ; charset=utf-8",
+		"text/event-stream;", "text/event-streams", "text/plain", "", "event-stream", "text/event-stream/x"} {
+		mt, _, _ := mime.ParseMediaType(ct)
+		if want := mt == "text/event-stream"; isEventStream(ct) != want {
+			t.Errorf("isEventStream(%q) = %v, mime.ParseMediaType says %v", ct, !want, want)
 		}
 	}
 }
