@@ -94,6 +94,7 @@ type trackedConn struct {
 	// pending holds what the preamble read (the first TLS record), served
 	// to crypto/tls before the socket.
 	pending []byte
+	batch   recordBatch // see batch.go
 }
 
 // Read serves the bytes the preamble read before reading the socket.
