@@ -60,6 +60,7 @@ func (s *Server) serveH2(c tlsConn) {
 	}
 	// No BaseConfig: with one, x/net builds an http.Server per connection;
 	// without, it serves with h2base, configured once in NewServer.
+	//lint:ignore SA1019 see Server.h2base
 	s.h2.ServeConn(hc, &http2.ServeConnOpts{Context: ctx, Handler: h2Handler{s}})
 }
 

@@ -80,9 +80,13 @@ func H2HeaderCeiling(limit int) int {
 type Server struct {
 	opts Options
 	// h2base holds the HTTP/2 server's limits and timeouts; h2 serves
-	// each HTTP/2 connection with them (see serveH2).
+	// each HTTP/2 connection with them (see serveH2). x/net deprecates its
+	// Server for http.Server's own HTTP/2, but only its ServeConn serves a
+	// connection of ours (h2conn): http.Server serves HTTP/2 over TLS on a
+	// *tls.Conn alone. With Go 1.27 it drives net/http's server.
 	h2base *http.Server
-	h2     *http2.Server
+	//lint:ignore SA1019 ServeConn on our own net.Conn (see above)
+	h2 *http2.Server
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -107,7 +111,8 @@ func NewServer(opts Options) *Server {
 		IdleTimeout:       opts.IdleTimeout,
 		ErrorLog:          opts.ErrorLog,
 	}
-	s.h2 = &http2.Server{}
+	s.h2 = &http2.Server{} //lint:ignore SA1019 see Server.h2base
+	//lint:ignore SA1019 see Server.h2base
 	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
 		// Only a TLS configuration without HTTP/2's ciphers fails, and
 		// h2base has none.
