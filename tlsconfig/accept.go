@@ -255,12 +255,11 @@ func (s *Server) readHello(raw net.Conn, buf []byte) ([]byte, error) {
 		if buf, err = fill(raw, buf, end); err != nil {
 			return buf, err
 		}
-		for _, b := range buf[off+recordHeader : end] {
-			if got < handshakeHeader {
-				hs[got] = b
-			}
-			got++
-			if got == handshakeHeader {
+		// Only the message header (its first 4 bytes, which may straddle
+		// records) is looked at; the rest is counted, not scanned.
+		if got < handshakeHeader {
+			copy(hs[got:], buf[off+recordHeader:end])
+			if got+n >= handshakeHeader {
 				if hs[0] != typeClientHello {
 					return buf, fmt.Errorf("handshake message of type %d, not a ClientHello", hs[0])
 				}
@@ -271,6 +270,7 @@ func (s *Server) readHello(raw net.Conn, buf []byte) ([]byte, error) {
 				need = handshakeHeader + l
 			}
 		}
+		got += n
 		off = end
 	}
 	return buf, nil
