@@ -144,6 +144,11 @@ const (
 // until handshake_timeout.
 const exactHello = 4096
 
+// readChunk is the most readAvailable takes in one system call: a whole
+// ClientHello with a post-quantum key share and a resumption ticket (2 to
+// 3 KB), or a client's certificate flight.
+const readChunk = 4096
+
 // plainHTTPAnswer is what plain HTTP on the TLS port gets, as nginx does.
 const plainHTTPBody = "400 bad request: this port speaks HTTPS; the request was sent as plain HTTP (use https://)\n"
 
@@ -197,6 +202,14 @@ func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 
 	raw.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	var err error
+	if len(buf) == 0 {
+		// Wait holding no buffer, then take what has arrived (usually the
+		// whole ClientHello) in one read.
+		var ok bool
+		if buf, ok, err = readAvailable(raw, 512); ok && err != nil {
+			return refuse(RefusedNoHello, err)
+		}
+	}
 	if buf, err = fill(raw, buf, 1); err != nil {
 		return refuse(RefusedNoHello, err)
 	}
