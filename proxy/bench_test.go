@@ -120,7 +120,7 @@ func BenchmarkAccessLog(b *testing.B) {
 	rec := &recorder{status: 200, bytes: 1024}
 	b.ReportAllocs()
 	for b.Loop() {
-		h.logAccess(r, p, ci, verdict, 200, rec, 1234567*time.Nanosecond, false, false)
+		h.logAccess(r, p, ci, verdict, 200, rec, 1234567*time.Nanosecond, r.Header.Get("Cf-Ray"), false, false)
 	}
 	b.ReportMetric(float64(w.n)/float64(b.N), "B/line")
 }
@@ -238,7 +238,7 @@ func (c cannedUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 // BenchmarkServeHTTP sends requests straight into Handler.ServeHTTP on a
 // connection that completed a real mTLS handshake through tlsconfig.Server
 // (so the ConnInfo is genuine): "canned" forwards to an in-memory upstream,
-// isolating aopguard's own work plus ReverseProxy; "loopback" forwards over
+// isolating aopguard's own work (the direct path); "loopback" forwards over
 // the pooled transport to a real upstream on 127.0.0.1.
 func BenchmarkServeHTTP(b *testing.B) {
 	for _, mode := range []string{"canned", "loopback"} {
@@ -249,10 +249,12 @@ func BenchmarkServeHTTP(b *testing.B) {
 			}
 			bp := newBenchProxy(b, up, false)
 			if mode == "canned" {
-				bp.routes.backends[0].rp.Transport = cannedUpstream{header: http.Header{
+				canned := cannedUpstream{header: http.Header{
 					"Content-Type":   {"application/octet-stream"},
 					"Content-Length": {strconv.Itoa(len(benchBody))},
 				}}
+				bp.routes.backends[0].rp.Transport = canned
+				bp.routes.backends[0].h1 = canned // the direct path (forward.go)
 			}
 			errc := make(chan error, 1)
 			go func() {

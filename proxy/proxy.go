@@ -3,7 +3,8 @@
 // (re-checking the connection's client certificate when that differs from
 // the policy the handshake was judged under), replaces the headers a
 // client may have forged (verification, visitor address, X-Forwarded-*)
-// with the real ones, forwards with httputil.ReverseProxy, and writes the
+// with the real ones, forwards (forward.go; httputil.ReverseProxy for
+// upgrades and HTTP/2 apps), and writes the
 // access line. The HTTP engine under it, server and upstream transport,
 // is package internal/h1, which knows nothing of policies: the connection
 // reaches the Handler through the request context (ConnContext).
@@ -148,7 +149,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b := &rt.backends[p.Index()]
 	aborted := false
 	var upstreamStart time.Time
+	health, ray := false, ""
 	if p.ActionFor(verdict) == tlsconfig.Reject {
+		health, ray = strings.Contains(r.Header.Get("User-Agent"), healthCheckAgent), r.Header.Get("Cf-Ray")
 		http.Error(&rec, "421 misdirected request: this connection's client certificate is not accepted for "+host, http.StatusMisdirectedRequest)
 	} else {
 		trusted := rt.TrustCloudflareHeaders && verdict.Result == tlsconfig.Success &&
@@ -161,7 +164,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			delete(r.Header, "Upgrade")
 		}
 		upstreamStart = time.Now()
-		aborted = forward(b.rp, &rec, r)
+		// Read before forwarding: the direct path rewrites r.Header.
+		health, ray = strings.Contains(r.Header.Get("User-Agent"), healthCheckAgent), r.Header.Get("Cf-Ray")
+		if b.direct(r) {
+			aborted = b.forwardDirect(&rec, r)
+		} else {
+			aborted = forward(b.rp, &rec, r)
+		}
 	}
 	status := rec.status
 	if status == 0 {
@@ -182,11 +191,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b.upErrors[0].Inc()
 		}
 	}
-	health := strings.Contains(r.Header.Get("User-Agent"), healthCheckAgent)
 	if h.sink != nil {
 		h.sink.Request(tlsconfig.Request{Policy: p, Verdict: verdict, Conn: ci, Rejudged: rejudged, Status: status, HealthCheck: health})
 	}
-	h.logAccess(r, p, ci, verdict, status, &rec, elapsed, health, aborted)
+	h.logAccess(r, p, ci, verdict, status, &rec, elapsed, ray, health, aborted)
 	if aborted {
 		// The server closes the connection without completing the
 		// response, so a truncated body never looks whole.
@@ -228,7 +236,7 @@ func forward(rp http.Handler, w http.ResponseWriter, r *http.Request) (aborted b
 
 // logAccess writes the access line of an answered request.
 func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.ConnInfo, verdict tlsconfig.Verdict,
-	status int, rec *recorder, elapsed time.Duration, health, aborted bool) {
+	status int, rec *recorder, elapsed time.Duration, ray string, health, aborted bool) {
 	e := h.log.Info().
 		Str("host", Clip(r.Host)).
 		Str("policy", p.Name()).
@@ -250,7 +258,7 @@ func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.
 		e = e.Str("fingerprint", verdict.Fingerprint).Str("serial", verdict.Serial).Str("cert_signature", tlsconfig.SignatureName(verdict))
 	}
 	e = e.Str("key_agreement", tlsconfig.KeyAgreementName(ci.CurveID))
-	if ray := r.Header.Get("Cf-Ray"); ray != "" {
+	if ray != "" {
 		e = e.Str("cf_ray", ray)
 	}
 	if rec.upstreamErr != nil {

@@ -132,6 +132,7 @@ type trackedConn struct {
 	// pending holds what the preamble read (the first TLS record), served
 	// to crypto/tls before the socket.
 	pending []byte
+	batch   recordBatch // see batch.go
 	// handshaking is set while crypto/tls drives the handshake (only the
 	// handshake's goroutine reads or writes it).
 	handshaking bool

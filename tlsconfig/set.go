@@ -131,6 +131,11 @@ func compile(spec PolicySpec, index int, opts Options) (*Policy, error) {
 		CipherSuites:   tls12Suites,
 		GetCertificate: opts.GetCertificate,
 		NextProtos:     opts.NextProtos,
+		// Full-size records from the first byte, as nginx sends them:
+		// crypto/tls otherwise starts each connection with ~1.2 KiB
+		// records (for browsers on lossy links, not Cloudflare's), which
+		// splits even a small first response into two writes.
+		DynamicRecordSizingDisabled: true,
 	}
 	switch spec.Mode {
 	case Off:

@@ -26,6 +26,7 @@ import (
 	"github.com/aopguard/aopguard/cfips"
 	"github.com/aopguard/aopguard/config"
 	"github.com/aopguard/aopguard/internal/h1"
+	"github.com/aopguard/aopguard/internal/logbuf"
 	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/proxy"
 	"github.com/aopguard/aopguard/rollout"
@@ -37,12 +38,14 @@ import (
 type flags struct {
 	configFile, listen, admin, upstream, mode, zoneCA, cert, key, logLevel string
 	adminPprof, validate                                                   bool
+	logFlush                                                               time.Duration
 	set                                                                    map[string]bool
 }
 
 const runUsage = `Usage: aopguard run [--config FILE] [--listen ADDR] [--upstream URL] [--mode off|log-only|require]
                     [--zone-ca cloudflare|FILE] [--cert FILE --key FILE] [--admin ADDR]
-                    [--log-level debug|info|warn|error] [--admin-pprof] [--validate]
+                    [--log-level debug|info|warn|error] [--log-flush DURATION]
+                    [--admin-pprof] [--validate]
 
 Terminates TLS on --listen, judges every client certificate under the policy
 of its hostname (off, log-only or require), and forwards admitted requests to
@@ -83,6 +86,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*flags, error) {
 	fs.StringVar(&f.cert, "cert", "", "serve the origin certificate chain in PEM `FILE`")
 	fs.StringVar(&f.key, "key", "", "with the private key in PEM `FILE`")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log at `LEVEL`: debug, info, warn or error")
+	fs.DurationVar(&f.logFlush, "log-flush", logFlushDefault, "write log lines below warn in batches (64 KiB at most), each within `DURATION` of being logged; 0 writes every line at once")
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve Go's profiler at /debug/pprof/ on the admin listener")
 	fs.BoolVar(&f.validate, "validate", false, "check the configuration and every file it names, then exit: 0 valid, 2 not")
 	if err := fs.Parse(args); err != nil {
@@ -142,7 +146,16 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "aopguard: --log-level: %q is not one of debug, info, warn, error\n", f.logLevel)
 		return exitConfig
 	}
-	logger := newLogger(stderr, lvl)
+	if f.logFlush < 0 {
+		fmt.Fprintf(stderr, "aopguard: --log-flush: %v is negative\n", f.logFlush)
+		return exitConfig
+	}
+	// One write per access line costs about as much CPU as parsing the
+	// request: batch them. A crash loses at most the last interval's lines;
+	// warnings and errors go out at once (see package logbuf).
+	lw := logbuf.New(stderr, logBufferSize, f.logFlush)
+	defer lw.Close()
+	logger := newLogger(lw, lvl)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, f, logger); err != nil {
@@ -152,6 +165,12 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
+
+// Log batching: see package logbuf and --log-flush.
+const (
+	logFlushDefault = 100 * time.Millisecond
+	logBufferSize   = 64 << 10
+)
 
 func newLogger(w io.Writer, lvl zerolog.Level) zerolog.Logger {
 	zerolog.TimeFieldFormat = time.RFC3339Nano

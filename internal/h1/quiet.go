@@ -12,8 +12,10 @@ import (
 // is readable on an idle connection: no close from the app, no stray
 // bytes. For TLS the check looks at the socket under it: an idle TLS
 // connection has nothing to say either (its session tickets arrived
-// before the first response).
-func quiet(c net.Conn) bool {
+// before the first response). The caller owns pc (the pool's lock, or
+// taken out of the pool).
+func (pc *upConn) quiet() bool {
+	c := pc.Conn
 	if tc, ok := c.(*tls.Conn); ok {
 		// First what crypto/tls has already read and decrypted: with an
 		// expired deadline a read returns it, or times out at once
@@ -27,9 +29,12 @@ func quiet(c net.Conn) bool {
 		}
 		c = tc.NetConn()
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
+	if pc.peek == nil {
+		sc, ok := c.(syscall.Conn)
+		if !ok {
+			return false
+		}
+		pc.peek = newPeeker(sc)
 	}
-	return peekQuiet(sc)
+	return pc.peek.quietNow()
 }

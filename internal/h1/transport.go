@@ -69,7 +69,8 @@ type upConn struct {
 	bw        *bufio.Writer
 	idleSince time.Time
 	reused    bool
-	interrupt func() // ends a read in progress; made once, for every request's cancellation
+	interrupt func()  // ends a read in progress; made once, for every request's cancellation
+	peek      *peeker // see quiet
 }
 
 // NewTransport returns a Transport.
@@ -119,7 +120,7 @@ func (t *Transport) get(ctx context.Context, fresh bool) (*upConn, error) {
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if time.Since(pc.idleSince) < idleUpstreamFor && quiet(pc.Conn) {
+		if time.Since(pc.idleSince) < idleUpstreamFor && pc.quiet() {
 			return pc, nil
 		}
 		pc.Close()
@@ -165,7 +166,7 @@ func (t *Transport) reap() {
 	t.mu.Lock()
 	keep := t.idle[:0]
 	for _, pc := range t.idle {
-		if now.Sub(pc.idleSince) < idleUpstreamFor && quiet(pc.Conn) {
+		if now.Sub(pc.idleSince) < idleUpstreamFor && pc.quiet() {
 			keep = append(keep, pc)
 		} else {
 			drop = append(drop, pc)
