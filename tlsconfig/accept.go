@@ -144,6 +144,11 @@ const (
 // until handshake_timeout.
 const exactHello = 4096
 
+// readChunk is the most readAvailable takes in one system call: a whole
+// ClientHello with a post-quantum key share and a resumption ticket (2 to
+// 3 KB), or a client's certificate flight.
+const readChunk = 4096
+
 // plainHTTPAnswer is what plain HTTP on the TLS port gets, as nginx does.
 const plainHTTPBody = "400 bad request: this port speaks HTTPS; the request was sent as plain HTTP (use https://)\n"
 
@@ -197,6 +202,14 @@ func (s *Server) preamble(ctx context.Context, t *trackedConn) error {
 
 	raw.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	var err error
+	if len(buf) == 0 {
+		// Wait holding no buffer, then take what has arrived (usually the
+		// whole ClientHello) in one read.
+		var ok bool
+		if buf, ok, err = readAvailable(raw, 512); ok && err != nil {
+			return refuse(RefusedNoHello, err)
+		}
+	}
 	if buf, err = fill(raw, buf, 1); err != nil {
 		return refuse(RefusedNoHello, err)
 	}
@@ -255,12 +268,11 @@ func (s *Server) readHello(raw net.Conn, buf []byte) ([]byte, error) {
 		if buf, err = fill(raw, buf, end); err != nil {
 			return buf, err
 		}
-		for _, b := range buf[off+recordHeader : end] {
-			if got < handshakeHeader {
-				hs[got] = b
-			}
-			got++
-			if got == handshakeHeader {
+		// Only the message header (its first 4 bytes, which may straddle
+		// records) is looked at; the rest is counted, not scanned.
+		if got < handshakeHeader {
+			copy(hs[got:], buf[off+recordHeader:end])
+			if got+n >= handshakeHeader {
 				if hs[0] != typeClientHello {
 					return buf, fmt.Errorf("handshake message of type %d, not a ClientHello", hs[0])
 				}
@@ -271,6 +283,7 @@ func (s *Server) readHello(raw net.Conn, buf []byte) ([]byte, error) {
 				need = handshakeHeader + l
 			}
 		}
+		got += n
 		off = end
 	}
 	return buf, nil

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aopguard/aopguard/cfips"
@@ -53,6 +54,43 @@ type ConnInfo struct {
 type Conn struct {
 	*tls.Conn
 	t *trackedConn
+	// peerClosed is set once Read returned io.EOF: the peer sent
+	// close_notify (or closed at a record boundary), so Close sends none.
+	peerClosed atomic.Bool
+}
+
+// Read reads application data, noting when the peer has closed.
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == io.EOF {
+		c.peerClosed.Store(true)
+	}
+	return n, err
+}
+
+// Close closes the connection. It sends close_notify first unless the peer
+// has already closed its side (Read returned io.EOF), as nginx does: a
+// client that closed is not reading, and the alert would only cost an
+// encryption, a write and a timer and draw a reset. Everything that was
+// written before still reaches it ahead of the FIN.
+func (c *Conn) Close() error {
+	if c.peerClosed.Load() {
+		return c.t.Close()
+	}
+	return c.Conn.Close()
+}
+
+// KeepAlive turns on TCP keep-alive probes (Go's defaults: after 15s idle,
+// every 15s, 9 times). The listener leaves them off, as nginx does: a
+// connection serving HTTP ends at the server's idle timeout anyway, and
+// the probes' four setsockopt calls per connection are a few percent of
+// a full handshake's CPU. A connection handed to a long-lived protocol (a
+// WebSocket) needs them to notice a peer that vanished without a FIN.
+func (c *Conn) KeepAlive() error {
+	if tc, ok := c.t.Conn.(*net.TCPConn); ok {
+		return tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+	}
+	return nil
 }
 
 // Info returns what the handshake learned: the Policy, the verdict, the
@@ -95,10 +133,26 @@ type trackedConn struct {
 	// to crypto/tls before the socket.
 	pending []byte
 	batch   recordBatch // see batch.go
+	// handshaking is set while crypto/tls drives the handshake (only the
+	// handshake's goroutine reads or writes it).
+	handshaking bool
 }
 
 // Read serves the bytes the preamble read before reading the socket.
+// During the handshake it takes whatever has arrived in one read:
+// crypto/tls asks for a few hundred bytes at a time, so a client's
+// certificate flight (1.5 to 2 KB with an RSA-2048 certificate) would
+// otherwise take two.
 func (t *trackedConn) Read(p []byte) (int, error) {
+	if len(t.pending) == 0 && t.handshaking && len(p) < readChunk {
+		buf, ok, err := readAvailable(t.Conn, 0)
+		if ok {
+			if err != nil {
+				return 0, err
+			}
+			t.pending = buf
+		}
+	}
 	if len(t.pending) > 0 {
 		n := copy(p, t.pending)
 		t.pending = t.pending[n:]
@@ -303,7 +357,9 @@ func (s *Server) handshake(ctx context.Context, t *trackedConn) (*Conn, error) {
 	}
 	c := tls.Server(t, s.base)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	t.handshaking = true
 	err := c.HandshakeContext(ctx)
+	t.handshaking = false
 	cancel()
 	info := &t.info
 	if err != nil {

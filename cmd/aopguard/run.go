@@ -206,7 +206,11 @@ func run(ctx context.Context, f *flags, logger zerolog.Logger) error {
 		return nil
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	// TCP keep-alive stays off on the TLS port, as in nginx: HTTP ends idle
+	// connections itself (idle_timeout), and Go's default would cost four
+	// setsockopt calls per connection. WebSocket connections turn it on
+	// when they are upgraded (tlsconfig.Conn.KeepAlive).
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -1062,6 +1062,12 @@ func (w *h1response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, net.ErrClosed
 	}
 	c.nc.SetDeadline(time.Time{})
+	if ka, ok := c.nc.(interface{ KeepAlive() error }); ok {
+		// A listener may leave TCP keep-alive off (aopguard's does): HTTP
+		// ends idle connections itself, but a tunnel can idle for hours
+		// and needs the probes to notice a peer that vanished.
+		ka.KeepAlive()
+	}
 	if c.br == nil {
 		c.br = readers.Get().(*bufio.Reader)
 		c.br.Reset(&c.lr)
