@@ -76,8 +76,10 @@ func TestProxyProtocolBinary(t *testing.T) {
 	p := newPKI(t)
 	up := newUpstream(t)
 	p.write(t, "cf-ips.txt", []byte("203.0.113.0/24\n"))
-	config := func(trusted string) {
-		writeConfig(t, p.dir, `
+	// One file per instance: each watches its own and reloads when it
+	// changes.
+	config := func(name, trusted string) string {
+		return p.write(t, name, []byte(`
 upstream: `+up.URL+`
 mode: require
 zone_ca: zone-ca.pem
@@ -90,12 +92,10 @@ certificates:
 proxy_protocol:
   trusted: [`+trusted+`]
   timeout: 1s
-`)
+`))
 	}
-	config("127.0.0.1")
-	g := start(t, "--config", p.path("aopguard.yaml"))
-	config("10.0.0.0/8")
-	spoofed := start(t, "--config", p.path("aopguard.yaml"))
+	g := start(t, "--config", config("trusted.yaml", "127.0.0.1"))
+	spoofed := start(t, "--config", config("spoofed.yaml", "10.0.0.0/8"))
 	client := p.clientTLS("app.example.com", p.zoneLeaf)
 
 	admitted := []struct {
