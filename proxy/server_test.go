@@ -524,3 +524,29 @@ func endsWithCloseNotify(stream []byte) bool {
 	}
 	return last == 19
 }
+
+// TestWireKeepAliveAfterIdle: a TLS keep-alive connection that idles past
+// the engine's idle hand-off (100 ms, internal/h1) serves its next request
+// on the same connection: crypto/tls takes the read timeout that ends the
+// first wait as a pause, not a failure.
+func TestWireKeepAliveAfterIdle(t *testing.T) {
+	e := newWireEnv(t, harnessConfig{})
+	c, dials := e.h.client(t, clientOpts{sni: "app.example.com", cert: e.pki.clientZone})
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(300 * time.Millisecond) // idle past the hand-off; not a timing assertion
+		}
+		res, err := c.Get("https://app.example.com/idle")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, res.StatusCode)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d connections for 3 requests, want 1 kept alive across the idle waits", n)
+	}
+}

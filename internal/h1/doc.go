@@ -12,6 +12,8 @@
 //
 // Server, HTTP/1.1:
 //   - One goroutine per connection and no buffer held between requests.
+//     A connection idle for 100 ms moves to a new goroutine, so that it
+//     waits on a small stack rather than the one serving grew.
 //     Requests share their connection's context: it is cancelled when the
 //     client disconnects while a request waits on the handler, or when
 //     the connection ends, not when ServeHTTP returns (net/http makes a

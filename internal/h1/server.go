@@ -291,12 +291,18 @@ type h1conn struct {
 
 	peek   [1]byte
 	peeked bool
-	lr     headReader // under br: bounds and records the request head
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	out    connWriter  // under bw: bounds every write
-	body   *bodyReader // the current request's body; nil: none
-	w      h1response  // reused for every request
+	// The idle hand-off (see serve): whether a request has been served,
+	// whether this idle wait was handed off already, and the wait's end
+	// for the goroutine that resumes it.
+	served, handedOff, resuming bool
+	idleUntil                   time.Time
+
+	lr   headReader // under br: bounds and records the request head
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	out  connWriter  // under bw: bounds every write
+	body *bodyReader // the current request's body; nil: none
+	w    h1response  // reused for every request
 
 	// Watching the client while a request waits for its answer. watchMu
 	// guards arming and disarming: a transport may read the request body
@@ -350,7 +356,29 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 		nc.Close()
 		return
 	}
+	c.serve(s.opts.ReadHeaderTimeout)
+}
+
+// idleHandoff is how long a connection waits for its next request on the
+// goroutine that served the last one. Serving grew that goroutine's stack
+// to 8 KiB; a connection idle for longer waits on a new goroutine, whose
+// stack is a quarter of that, and the grown one goes back to serve other
+// connections. Idle keep-alive connections are most of what a busy origin
+// holds (Cloudflare keeps them open), and the stack was a quarter of each
+// one's memory.
+const idleHandoff = 100 * time.Millisecond
+
+// serve runs the connection's request loop, waiting up to wait for the
+// first request, until the connection ends, or until it has waited
+// idleHandoff for its next request: then it continues in a new goroutine
+// (the same loop, the rest of the idle timeout) and returns.
+func (c *h1conn) serve(wait time.Duration) {
+	s, nc := c.srv, c.nc
+	handedOff := false
 	defer func() {
+		if handedOff {
+			return // the new goroutine owns the connection
+		}
 		p := recover()
 		if p != nil && p != http.ErrAbortHandler {
 			s.logf("http: panic serving %s: %v\n%s", c.remote, p, debug.Stack())
@@ -377,32 +405,64 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 		}
 		s.untrack(c)
 	}()
-	wait := s.opts.ReadHeaderTimeout
-	for c.next(wait) && c.serveRequest() && !s.shutting.Load() {
+	for {
+		ok, handoff := c.next(wait)
+		if handoff {
+			handedOff = true
+			go c.serve(0)
+			return
+		}
+		if !ok || !c.serveRequest() || s.shutting.Load() {
+			return
+		}
 		wait = s.opts.IdleTimeout
+		c.served = true
 	}
 }
 
 // next waits up to wait for the next request to begin and reports whether
-// one did.
-func (c *h1conn) next(wait time.Duration) bool {
+// one did; or, on a connection that has served a request, that it has
+// waited idleHandoff and the rest of the wait belongs to a new goroutine
+// (see serve). After a hand-off, next continues the wait it began.
+func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 	c.releaseBuffers() // the reader stays if it holds a pipelined request
 	if c.br == nil && !c.peeked {
-		if !c.state.CompareAndSwap(connActive, connIdle) && c.state.Load() != connNew {
-			return false
+		until := c.idleUntil
+		if c.resuming {
+			c.resuming = false
+			if c.state.Load() != connIdle {
+				return false, false // closed by Shutdown meanwhile
+			}
+		} else {
+			if !c.state.CompareAndSwap(connActive, connIdle) && c.state.Load() != connNew {
+				return false, false
+			}
+			until = deadline(wait)
 		}
-		c.nc.SetReadDeadline(deadline(wait))
-		if n, _ := c.nc.Read(c.peek[:]); n == 0 {
-			return false
+		first := until
+		early := c.served && !c.handedOff && (until.IsZero() || time.Until(until) > 2*idleHandoff)
+		if early {
+			first = time.Now().Add(idleHandoff)
 		}
+		c.nc.SetReadDeadline(first)
+		if n, err := c.nc.Read(c.peek[:]); n == 0 {
+			if ne, isNet := err.(net.Error); early && isNet && ne.Timeout() {
+				// A timeout is not sticky in crypto/tls: the new
+				// goroutine reads on.
+				c.idleUntil, c.resuming, c.handedOff = until, true, true
+				return false, true
+			}
+			return false, false
+		}
+		c.handedOff = false
 		c.peeked = true
 	}
 	if !c.state.CompareAndSwap(connIdle, connActive) && !c.state.CompareAndSwap(connNew, connActive) &&
 		c.state.Load() != connActive {
-		return false
+		return false, false
 	}
 	c.nc.SetReadDeadline(deadline(c.srv.opts.ReadHeaderTimeout))
-	return true
+	return true, false
 }
 
 func deadline(d time.Duration) time.Time {

@@ -1,0 +1,98 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// handedOff reports whether a connection's request loop runs on a
+// goroutine the loop itself started (the idle hand-off).
+func handedOffLoops() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Contains(string(buf), "created by github.com/aopguard/aopguard/internal/h1.(*h1conn).serve")
+}
+
+// TestIdleHandoff: a keep-alive connection idle past idleHandoff continues
+// on a new goroutine (whose stack is small again) and serves its next
+// request there; the idle timeout still ends it; Shutdown still closes it.
+func TestIdleHandoff(t *testing.T) {
+	for _, end := range []string{"next request", "idle timeout", "shutdown"} {
+		t.Run(end, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			idle := guard
+			if end == "idle timeout" {
+				idle = 5 * idleHandoff
+			}
+			var remotes []string
+			srv := NewServer(Options{ReadHeaderTimeout: guard, IdleTimeout: idle,
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					remotes = append(remotes, r.RemoteAddr)
+					io.WriteString(w, "ok")
+				})})
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ln) }()
+			defer func() {
+				srv.Close()
+				<-done
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(guard))
+			br := bufio.NewReader(c)
+			get := func() error {
+				if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+					return err
+				}
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					return err
+				}
+				b, _ := io.ReadAll(res.Body)
+				if res.StatusCode != 200 || string(b) != "ok" {
+					t.Fatalf("answer %d %q", res.StatusCode, b)
+				}
+				return nil
+			}
+			if err := get(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the idle connection's hand-off", handedOffLoops)
+			switch end {
+			case "next request":
+				if err := get(); err != nil {
+					t.Fatalf("after the hand-off: %v", err)
+				}
+				if len(remotes) != 2 || remotes[0] != remotes[1] {
+					t.Fatalf("requests came from %v, want two on one connection", remotes)
+				}
+			case "idle timeout":
+				if _, err := br.ReadByte(); err != io.EOF {
+					t.Fatalf("an idle connection past its timeout: read %v, want EOF", err)
+				}
+			case "shutdown":
+				ctx, cancel := context.WithTimeout(context.Background(), guard)
+				defer cancel()
+				if err := srv.Shutdown(ctx); err != nil {
+					t.Fatalf("Shutdown: %v", err)
+				}
+				if _, err := br.ReadByte(); err != io.EOF {
+					t.Fatalf("an idle connection after Shutdown: read %v, want EOF", err)
+				}
+			}
+		})
+	}
+}
