@@ -30,19 +30,7 @@ func batchPair(t testing.TB) (*Conn, *countingConn, *tls.Conn) {
 	t.Helper()
 	ca := testpki.CA(t, "batch CA")
 	srv := testpki.Server(t, ca, "app.example.com")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, client := tcpPair(t)
 	cc := &countingConn{Conn: raw}
 	tr := &trackedConn{Conn: cc}
 	sc := &Conn{Conn: tls.Server(tr, &tls.Config{Certificates: []tls.Certificate{srv.TLS()}, DynamicRecordSizingDisabled: true}), t: tr}

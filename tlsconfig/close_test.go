@@ -55,14 +55,7 @@ func TestCloseNotify(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ln := NewServer(func() *Set { return set }, ServerOptions{}).Listener(inner)
-				defer ln.Close()
-				raw, err := net.Dial("tcp", inner.Addr().String())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer raw.Close()
-				raw.SetDeadline(time.Now().Add(10 * time.Second)) // against hangs only
+				ln, raw := listenAndDial(t, set, inner)
 				// No ClientSessionCache: a TLS 1.3 server then sends no
 				// session ticket, so all that follows "x" is close_notify.
 				client := tls.Client(raw, clientConfig(t, ver.v, "", tlsCert(f.zoneLeaf)))

@@ -349,3 +349,41 @@ var versions = []struct {
 	{"TLS1.2", tls.VersionTLS12},
 	{"TLS1.3", tls.VersionTLS13},
 }
+
+// tcpPair returns both ends of a TCP connection on 127.0.0.1, closed when
+// the test ends.
+func tcpPair(t testing.TB) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return server, client
+}
+
+// listenAndDial serves set on inner through a Server's listener and dials
+// it; the raw client connection has a deadline against hangs only. Both
+// close when the test ends.
+func listenAndDial(t testing.TB, set *Set, inner net.Listener) (net.Listener, net.Conn) {
+	t.Helper()
+	ln := NewServer(func() *Set { return set }, ServerOptions{}).Listener(inner)
+	t.Cleanup(func() { ln.Close() })
+	raw, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	return ln, raw
+}

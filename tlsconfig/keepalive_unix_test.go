@@ -8,7 +8,6 @@ import (
 	"net"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // soKeepAlive reads SO_KEEPALIVE of the socket under c.
@@ -39,14 +38,7 @@ func TestKeepAlive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := NewServer(func() *Set { return set }, ServerOptions{}).Listener(inner)
-	defer ln.Close()
-	raw, err := net.Dial("tcp", inner.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(10 * time.Second)) // against hangs only
+	ln, raw := listenAndDial(t, set, inner)
 	client := tls.Client(raw, clientConfig(t, tls.VersionTLS13, "", tlsCert(f.zoneLeaf)))
 	go client.Handshake()
 	srv := acceptOne(t, ln)

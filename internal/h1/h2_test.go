@@ -243,13 +243,7 @@ func h2Client(t testing.TB, h http.Handler) (*Server, string, *http.Client) {
 		Certificates: lender.TLS.Certificates,
 		NextProtos:   []string{"h2", "http/1.1"},
 	})}
-	srv := NewServer(Options{Handler: h, ReadHeaderTimeout: guard, IdleTimeout: guard})
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	srv := serveOn(t, h, ln)
 	tr := lender.Client().Transport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = true
 	t.Cleanup(tr.CloseIdleConnections)

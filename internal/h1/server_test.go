@@ -16,6 +16,12 @@ func serve(t *testing.T, h http.Handler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, h, ln)
+	return ln.Addr().String()
+}
+
+// serveOn runs a Server for h on ln until the test ends.
+func serveOn(t testing.TB, h http.Handler, ln net.Listener) *Server {
 	srv := NewServer(Options{Handler: h, ReadHeaderTimeout: guard, IdleTimeout: guard})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -23,7 +29,7 @@ func serve(t *testing.T, h http.Handler) string {
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
+	return srv
 }
 
 // TestBodyReadElsewhere: a handler whose transport reads the request body
