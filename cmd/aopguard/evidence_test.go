@@ -5,11 +5,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/rs/zerolog"
 
 	"github.com/aopguard/aopguard/cfips"
-	"github.com/aopguard/aopguard/config"
-	"github.com/aopguard/aopguard/metrics"
 	"github.com/aopguard/aopguard/rollout"
 	"github.com/aopguard/aopguard/tlsconfig"
 )
@@ -21,18 +18,7 @@ import (
 func TestEveryOutcomeHasEvidenceCounter(t *testing.T) {
 	p := newPKI(t)
 	cfgPath := writeConfig(t, p.dir, "upstream: http://127.0.0.1:1\nzone_ca: zone-ca.pem\n")
-	a, err := newApp(zerolog.New(&bytes.Buffer{}), metrics.New(), nil, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.apply(cfg); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := appFor(t, cfgPath, &bytes.Buffer{})
 	policy := tlsconfig.ZoneName
 	for _, v := range tlsconfig.Outcomes() {
 		for _, src := range []string{cfips.Cloudflare, cfips.Other} {

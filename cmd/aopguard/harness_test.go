@@ -19,8 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/aopguard/aopguard/config"
 	"github.com/aopguard/aopguard/internal/testpki"
 	"github.com/aopguard/aopguard/internal/testtool"
+	"github.com/aopguard/aopguard/metrics"
 )
 
 // binary is the aopguard binary built once for the integration tests, which
@@ -360,4 +364,25 @@ func runCmd(t *testing.T, cmd *exec.Cmd) (int, string) {
 		t.Fatal(err)
 	}
 	return 0, out.String()
+}
+
+// appFor builds the app for the configuration at cfgPath and applies it,
+// as run does at start (the watcher's content hash included), logging to
+// logs; the app is closed when the test ends.
+func appFor(t *testing.T, cfgPath string, logs io.Writer) (*app, *config.Config) {
+	t.Helper()
+	a, err := newApp(zerolog.New(logs), metrics.New(), nil, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.close)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.lastHash = contentHash(watchedFiles(cfgPath, cfg))
+	if err := a.apply(cfg); err != nil {
+		t.Fatalf("applying %s: %v", cfgPath, err)
+	}
+	return a, cfg
 }

@@ -15,11 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/aopguard/aopguard/config"
 	"github.com/aopguard/aopguard/internal/testpki"
-	"github.com/aopguard/aopguard/metrics"
 )
 
 // secretVolume mimics how the kubelet updates a Secret volume: files live
@@ -254,19 +250,7 @@ func TestReloadOnlyOnChange(t *testing.T) {
 	cfgPath := writeConfig(t, p.dir, "upstream: "+up.URL+"\nzone_ca: zone-ca.pem\n")
 	f := &flags{configFile: cfgPath, set: map[string]bool{}}
 	var logs bytes.Buffer
-	a, err := newApp(zerolog.New(&logs), metrics.New(), nil, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.lastHash = contentHash(watchedFiles(cfgPath, cfg))
-	if err := a.apply(cfg); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := appFor(t, cfgPath, &logs)
 	steps := []struct {
 		name   string
 		change func()

@@ -8,10 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/aopguard/aopguard/config"
-	"github.com/aopguard/aopguard/metrics"
 )
 
 // TestTicketKeysFileMode: whoever reads the session ticket key file can
@@ -30,18 +27,7 @@ func TestTicketKeysFileMode(t *testing.T) {
 	}
 	cfgPath := writeConfig(t, p.dir, "upstream: http://127.0.0.1:1\nzone_ca: zone-ca.pem\nsession_ticket_keys: tickets.keys\n")
 	var logs syncBuffer
-	a, err := newApp(zerolog.New(&logs), metrics.New(), nil, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.apply(cfg); err != nil {
-		t.Fatalf("mode 0600: %v", err)
-	}
+	a, cfg := appFor(t, cfgPath, &logs) // keys at mode 0600
 	for _, tc := range []struct {
 		mode          os.FileMode
 		refused, warn bool

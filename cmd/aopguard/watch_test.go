@@ -7,11 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"github.com/aopguard/aopguard/config"
-	"github.com/aopguard/aopguard/metrics"
 )
 
 // TestReloadLoopSerializesTriggers: SIGHUPs and change checks arrive from
@@ -27,19 +22,7 @@ func TestReloadLoopSerializesTriggers(t *testing.T) {
 	cfgPath := writeConfig(t, p.dir, body(1))
 	f := &flags{configFile: cfgPath, set: map[string]bool{}}
 	var logs syncBuffer
-	a, err := newApp(zerolog.New(&logs), metrics.New(), nil, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.lastHash = contentHash(watchedFiles(cfgPath, cfg))
-	if err := a.apply(cfg); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := appFor(t, cfgPath, &logs)
 	r := newReloader()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
