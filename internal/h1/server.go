@@ -292,10 +292,10 @@ type h1conn struct {
 	peek   [1]byte
 	peeked bool
 	// The idle hand-off (see serve): whether a request has been served,
-	// whether this idle wait was handed off already, and the wait's end
-	// for the goroutine that resumes it.
-	served, handedOff, resuming bool
-	idleUntil                   time.Time
+	// and, for the goroutine that resumes a handed-off wait (which never
+	// hands off again), the wait's end.
+	served, resuming bool
+	idleUntil        time.Time
 
 	lr   headReader // under br: bounds and records the request head
 	br   *bufio.Reader
@@ -427,7 +427,7 @@ func (c *h1conn) serve(wait time.Duration) {
 func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 	c.releaseBuffers() // the reader stays if it holds a pipelined request
 	if c.br == nil && !c.peeked {
-		until := c.idleUntil
+		until, first, early := c.idleUntil, c.idleUntil, false
 		if c.resuming {
 			c.resuming = false
 			if c.state.Load() != connIdle {
@@ -437,24 +437,27 @@ func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 			if !c.state.CompareAndSwap(connActive, connIdle) && c.state.Load() != connNew {
 				return false, false
 			}
-			until = deadline(wait)
-		}
-		first := until
-		early := c.served && !c.handedOff && (until.IsZero() || time.Until(until) > 2*idleHandoff)
-		if early {
-			first = time.Now().Add(idleHandoff)
+			// One clock read per idle wait, on the keep-alive path.
+			now := time.Now()
+			until = time.Time{}
+			if wait > 0 {
+				until = now.Add(wait)
+			}
+			first = until
+			if early = c.served && (wait <= 0 || wait > 2*idleHandoff); early {
+				first = now.Add(idleHandoff)
+			}
 		}
 		c.nc.SetReadDeadline(first)
 		if n, err := c.nc.Read(c.peek[:]); n == 0 {
 			if ne, isNet := err.(net.Error); early && isNet && ne.Timeout() {
 				// A timeout is not sticky in crypto/tls: the new
 				// goroutine reads on.
-				c.idleUntil, c.resuming, c.handedOff = until, true, true
+				c.idleUntil, c.resuming = until, true
 				return false, true
 			}
 			return false, false
 		}
-		c.handedOff = false
 		c.peeked = true
 	}
 	if !c.state.CompareAndSwap(connIdle, connActive) && !c.state.CompareAndSwap(connNew, connActive) &&
