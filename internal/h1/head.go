@@ -209,10 +209,14 @@ func writeFields(bw *bufio.Writer, h http.Header, skip map[string]bool) {
 	}
 }
 
-// headerValue keeps a value on its line.
+// headerValue keeps a value on its line. Two IndexByte scans, not
+// ContainsAny: values such as a forwarded certificate run to kilobytes,
+// and IndexByte is vectorised where ContainsAny loops byte by byte.
 func headerValue(v string) string {
-	if strings.ContainsAny(v, "\r\n") {
-		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+		return lineBreaks.Replace(v)
 	}
 	return v
 }
+
+var lineBreaks = strings.NewReplacer("\r", " ", "\n", " ")
