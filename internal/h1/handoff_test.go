@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"weak"
 )
 
 // handedOff reports whether a connection's request loop runs on a
@@ -93,6 +94,59 @@ func TestIdleHandoff(t *testing.T) {
 					t.Fatalf("an idle connection after Shutdown: read %v, want EOF", err)
 				}
 			}
+		})
+	}
+}
+
+// TestIdleHoldsNoRequest: a keep-alive connection waiting for its next
+// request holds nothing of the last one (its header map, URL, body
+// reader), which would otherwise be kept per idle connection; the
+// connection still serves the next request.
+func TestIdleHoldsNoRequest(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			seen := make(chan weak.Pointer[http.Request], 2)
+			addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen <- weak.Make(r)
+				io.WriteString(w, "ok")
+			}))
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			get := func() {
+				t.Helper()
+				c.SetDeadline(time.Now().Add(guard))
+				req := method + " / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 2\r\n\r\nhi"
+				if method == "GET" {
+					req = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+				}
+				if _, err := io.WriteString(c, req); err != nil {
+					t.Fatal(err)
+				}
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := io.ReadAll(res.Body); string(b) != "ok" {
+					t.Fatalf("body %q", b)
+				}
+			}
+			get()
+			wp := <-seen
+			for deadline := time.Now().Add(guard); ; time.Sleep(10 * time.Millisecond) {
+				runtime.GC()
+				if wp.Value() == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("an idle connection still holds its last request")
+				}
+			}
+			get()
+			<-seen
 		})
 	}
 }

@@ -475,9 +475,11 @@ func deadline(d time.Duration) time.Time {
 	return time.Now().Add(d)
 }
 
-// releaseBuffers returns the connection's buffers to their pools; the
-// reader only when it holds nothing more to parse.
+// releaseBuffers returns the connection's buffers to their pools (the
+// reader only when it holds nothing more to parse) and lets go of the last
+// request, so that a connection waiting for its next one holds neither.
 func (c *h1conn) releaseBuffers() {
+	c.w.req, c.w.trailers, c.body = nil, nil, nil
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
 		readers.Put(c.br)
