@@ -47,3 +47,21 @@ func readAvailable(c net.Conn, min int) (buf []byte, ok bool, err error) {
 	}
 	return buf, true, rerr
 }
+
+// waitReadable waits until tc has bytes to read, or its peer closed, or
+// its read deadline passed (then the error is a timeout), reading nothing.
+func waitReadable(tc *net.TCPConn) error {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var b [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		for {
+			_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if e != syscall.EINTR {
+				return e != syscall.EAGAIN // EAGAIN: nothing yet, wait
+			}
+		}
+	})
+}

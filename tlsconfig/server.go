@@ -93,6 +93,26 @@ func (c *Conn) KeepAlive() error {
 	return nil
 }
 
+// WaitReadable waits, without reading, until the client has sent more (or
+// the read deadline passes, or the connection is closed: then it returns
+// the error a read would). It is for a connection parked between
+// requests: the wait takes a few hundred bytes of stack where a Read
+// through crypto/tls takes over 2 KiB, so a goroutine parked in it keeps
+// the smallest stack Go has. Call it only after a Read timed out having
+// read nothing: crypto/tls then holds no whole record, and everything
+// further comes from the socket. Where the socket cannot be watched (a
+// PROXY protocol wrapper, a non-Unix system), it returns nil at once and
+// the next Read does the waiting.
+func (c *Conn) WaitReadable() error {
+	if len(c.t.pending) > 0 {
+		return nil
+	}
+	if tc, ok := c.t.Conn.(*net.TCPConn); ok {
+		return waitReadable(tc)
+	}
+	return nil
+}
+
 // Info returns what the handshake learned: the Policy, the verdict, the
 // peer's chain and address. It never changes once Accept returned c.
 func (c *Conn) Info() *ConnInfo { return &c.t.info }

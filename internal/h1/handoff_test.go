@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"weak"
@@ -136,17 +138,88 @@ func TestIdleHoldsNoRequest(t *testing.T) {
 			}
 			get()
 			wp := <-seen
-			for deadline := time.Now().Add(guard); ; time.Sleep(10 * time.Millisecond) {
+			waitFor(t, "the idle connection to let go of its last request", func() bool {
 				runtime.GC()
-				if wp.Value() == nil {
-					break
+				return wp.Value() == nil
+			})
+			get()
+			<-seen
+		})
+	}
+}
+
+// waitConn is a connection that offers the shallow wait (as
+// tlsconfig.Conn does), counting its calls and ending them with err.
+type waitConn struct {
+	net.Conn
+	waits *atomic.Int32
+	err   error
+}
+
+func (c waitConn) WaitReadable() error { c.waits.Add(1); return c.err }
+
+type waitListener struct {
+	net.Listener
+	waits atomic.Int32
+	err   error
+}
+
+func (l *waitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return waitConn{c, &l.waits, l.err}, nil
+}
+
+// TestResumeWaits: the goroutine a connection is handed off to first waits
+// in the connection's WaitReadable where it has one; when that wait ends
+// in an error (the idle timeout, a close) the connection ends, else the
+// next request is served.
+func TestResumeWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"readable", nil},
+		{"wait ended", os.ErrDeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := &waitListener{Listener: inner, err: tc.err}
+			serveOn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), ln)
+			c, err := net.Dial("tcp", inner.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(guard))
+			br := bufio.NewReader(c)
+			get := func() {
+				t.Helper()
+				if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+					t.Fatal(err)
 				}
-				if time.Now().After(deadline) {
-					t.Fatal("an idle connection still holds its last request")
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := io.ReadAll(res.Body); string(b) != "ok" {
+					t.Fatalf("body %q", b)
 				}
 			}
 			get()
-			<-seen
+			waitFor(t, "the handed-off wait", func() bool { return ln.waits.Load() > 0 })
+			if tc.err != nil {
+				if _, err := br.ReadByte(); err != io.EOF {
+					t.Fatalf("after a wait that ended in %v: read %v, want EOF", tc.err, err)
+				}
+				return
+			}
+			get()
 		})
 	}
 }

@@ -296,6 +296,7 @@ type h1conn struct {
 	// hands off again), the wait's end.
 	served, resuming bool
 	idleUntil        time.Time
+	waitErr          error // how resume's wait ended
 
 	lr   headReader // under br: bounds and records the request head
 	br   *bufio.Reader
@@ -362,8 +363,8 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 // idleHandoff is how long a connection waits for its next request on the
 // goroutine that served the last one. Serving grew that goroutine's stack
 // to 8 KiB; a connection idle for longer waits on a new goroutine, whose
-// stack is a quarter of that, and the grown one goes back to serve other
-// connections. Idle keep-alive connections are most of what a busy origin
+// stack stays at Go's smallest, 2 KiB, while it waits (see resume), and
+// the grown one goes back to serve other connections. Idle keep-alive connections are most of what a busy origin
 // holds (Cloudflare keeps them open), and the stack was a quarter of each
 // one's memory.
 const idleHandoff = 100 * time.Millisecond
@@ -409,7 +410,7 @@ func (c *h1conn) serve(wait time.Duration) {
 		ok, handoff := c.next(wait)
 		if handoff {
 			handedOff = true
-			go c.serve(0)
+			go c.resume()
 			return
 		}
 		if !ok || !c.serveRequest() || s.shutting.Load() {
@@ -418,6 +419,24 @@ func (c *h1conn) serve(wait time.Duration) {
 		wait = s.opts.IdleTimeout
 		c.served = true
 	}
+}
+
+// readWaiter is a connection that can wait for the client's next bytes
+// without reading them, in less stack than a read takes
+// (tlsconfig.Conn). WaitReadable returns nil when a read may proceed, or
+// the error (a timeout, a close) that ends the wait.
+type readWaiter interface{ WaitReadable() error }
+
+// resume continues a handed-off idle wait on the new goroutine: first on a
+// shallow stack where the connection offers one (so that the goroutine,
+// parked for most of a keep-alive connection's life, stays at its first,
+// smallest stack), then in serve, which reads on.
+func (c *h1conn) resume() {
+	if w, ok := c.nc.(readWaiter); ok {
+		c.nc.SetReadDeadline(c.idleUntil)
+		c.waitErr = w.WaitReadable()
+	}
+	c.serve(0)
 }
 
 // next waits up to wait for the next request to begin and reports whether
@@ -430,8 +449,8 @@ func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 		until, first, early := c.idleUntil, c.idleUntil, false
 		if c.resuming {
 			c.resuming = false
-			if c.state.Load() != connIdle {
-				return false, false // closed by Shutdown meanwhile
+			if c.waitErr != nil || c.state.Load() != connIdle {
+				return false, false // the wait ended, or Shutdown closed it
 			}
 		} else {
 			if !c.state.CompareAndSwap(connActive, connIdle) && c.state.Load() != connNew {
