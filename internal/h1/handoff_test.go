@@ -190,7 +190,19 @@ func TestResumeWaits(t *testing.T) {
 				t.Fatal(err)
 			}
 			ln := &waitListener{Listener: inner, err: tc.err}
-			serveOn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), ln)
+			cancelled := make(chan bool, 1)
+			serveOn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/wait" {
+					select {
+					case <-r.Context().Done():
+						cancelled <- true
+					case <-time.After(guard):
+						cancelled <- false
+					}
+					return
+				}
+				io.WriteString(w, "ok")
+			}), ln)
 			c, err := net.Dial("tcp", inner.Addr().String())
 			if err != nil {
 				t.Fatal(err)
@@ -220,6 +232,16 @@ func TestResumeWaits(t *testing.T) {
 				return
 			}
 			get()
+			// The client watch (its timer let go at the hand-off) still
+			// notices a client that goes away.
+			waitFor(t, "the second hand-off", func() bool { return ln.waits.Load() > 1 })
+			if _, err := io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			if !<-cancelled {
+				t.Fatal("a request after the hand-off was not cancelled when its client went away")
+			}
 		})
 	}
 }

@@ -309,7 +309,7 @@ type h1conn struct {
 	// guards arming and disarming: a transport may read the request body
 	// (and so arm the watch) in a goroutine of its own.
 	watchMu    sync.Mutex
-	watchTimer *time.Timer // created on first use, then reused
+	watchTimer *time.Timer // created on first use, reused until the idle hand-off
 	watchArmed bool
 	answered   bool          // the final answer began: no more watching
 	watchStop  atomic.Bool   // set by unwatch before it interrupts the read
@@ -432,6 +432,13 @@ type readWaiter interface{ WaitReadable() error }
 // parked for most of a keep-alive connection's life, stays at its first,
 // smallest stack), then in serve, which reads on.
 func (c *h1conn) resume() {
+	// The watch's timer and channel are made again if another request
+	// comes; a connection that idles holds neither.
+	c.watchMu.Lock()
+	if !c.watchArmed {
+		c.watchTimer, c.watchDone = nil, nil
+	}
+	c.watchMu.Unlock()
 	if w, ok := c.nc.(readWaiter); ok {
 		c.nc.SetReadDeadline(c.idleUntil)
 		c.waitErr = w.WaitReadable()
