@@ -3,14 +3,18 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aopguard/aopguard/internal/testpki"
 	"github.com/aopguard/aopguard/tlsconfig"
+	"github.com/rs/zerolog"
 )
 
 func TestAccessLog(t *testing.T) {
@@ -158,5 +162,57 @@ func TestAccessLogResumed(t *testing.T) {
 				i, line["resumed"], line["verify"], line["fingerprint"], wantResumed, fingerprint(pki.clientZone))
 		}
 		wantVerifyHeaders(t, up.one(t, path).Header, "SUCCESS", fingerprint(pki.clientZone))
+	}
+}
+
+// TestLineCache: access lines whose shared fields come from the cache
+// carry the fields of their own policy, verdict and handshake, whichever
+// lines came before them in the same slot.
+func TestLineCache(t *testing.T) {
+	pki := newPKI(t)
+	k, err := tlsconfig.NewTicketKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := tlsconfig.NewSet(tlsconfig.PolicySpec{Mode: tlsconfig.LogOnly, CAs: cas(pki.zoneCA)},
+		[]tlsconfig.PolicySpec{{Name: "req.example.com", Mode: tlsconfig.Require, CAs: cas(pki.caB)}},
+		tlsconfig.Options{Tickets: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone, _ := set.Lookup("other.example")
+	req, _ := set.Lookup("req.example.com")
+	good, bad := zone.Verify(cas(pki.clientZone)), zone.Verify(cas(pki.clientX))
+	keys := map[string]lineKey{
+		"zone good":         {p: zone, v: good, sni: "a.example", source: "cloudflare"},
+		"zone bad":          {p: zone, v: bad, sni: "a.example", source: "other"},
+		"zone good resumed": {p: zone, v: good, sni: "b.example", resumed: true, source: "cloudflare"},
+		"req good":          {p: req, v: req.Verify(cas(pki.clientB)), sni: "req.example.com", source: "cloudflare"},
+	}
+	var buf strings.Builder
+	h := NewHandler(nil, zerolog.New(&buf), HandlerOptions{})
+	for i, name := range []string{"zone good", "zone bad", "zone good", "zone good", "zone good resumed", "req good", "zone bad"} {
+		k := keys[name]
+		buf.Reset()
+		ci := &tlsconfig.ConnInfo{SNI: k.sni, Resumed: k.resumed, Source: k.source}
+		r := httptest.NewRequest("GET", "/x", nil)
+		h.logAccess(r, k.p, ci, k.v, 200, &recorder{}, time.Millisecond, "", false, false)
+		var line map[string]any
+		if err := json.Unmarshal([]byte(buf.String()), &line); err != nil {
+			t.Fatalf("line %d: %v: %s", i, err, buf.String())
+		}
+		want := map[string]any{"policy": k.p.Name(), "sni": k.sni, "resumed": k.resumed, "source": k.source,
+			"verify": k.v.Result.String(), "action": k.p.ActionFor(k.v).String(), "fingerprint": k.v.Fingerprint}
+		if k.v.Reason != "" {
+			want["reason"] = k.v.Reason
+		}
+		for f, v := range want {
+			if line[f] != v {
+				t.Errorf("line %d (%s): %s = %v, want %v", i, name, f, line[f], v)
+			}
+		}
+		if _, ok := line["reason"]; ok && k.v.Reason == "" {
+			t.Errorf("line %d (%s): a reason (%v) on a line without one", i, name, line["reason"])
+		}
 	}
 }

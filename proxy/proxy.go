@@ -13,6 +13,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -56,6 +57,7 @@ type Handler struct {
 	routes func() *Routes
 	log    zerolog.Logger
 	sink   tlsconfig.Sink
+	lines  *lineCache
 }
 
 // HandlerOptions are optional Handler settings.
@@ -68,7 +70,7 @@ type HandlerOptions struct {
 // NewHandler returns a Handler that reads the current Routes on every
 // request and writes one access line per request to log.
 func NewHandler(routes func() *Routes, log zerolog.Logger, opts HandlerOptions) *Handler {
-	return &Handler{routes: routes, log: log, sink: opts.Sink}
+	return &Handler{routes: routes, log: log, sink: opts.Sink, lines: &lineCache{base: log}}
 }
 
 // healthCheckAgent is in the User-Agent of Cloudflare's load-balancer
@@ -234,30 +236,22 @@ func forward(rp http.Handler, w http.ResponseWriter, r *http.Request) (aborted b
 	return false
 }
 
-// logAccess writes the access line of an answered request.
+// logAccess writes the access line of an answered request. The fields
+// that depend on the policy, the verdict and the handshake are the same on
+// most lines (Cloudflare presents one certificate on all its
+// connections), so they are rendered once into a logger that carries them
+// (see lineCache) and copied into each line after.
 func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.ConnInfo, verdict tlsconfig.Verdict,
 	status int, rec *recorder, elapsed time.Duration, ray string, health, aborted bool) {
-	e := h.log.Info().
+	e := h.lines.logger(lineKey{p: p, v: verdict, sni: ci.SNI, resumed: ci.Resumed, curve: ci.CurveID, source: ci.Source}).Info()
+	e = e.Str("remote", r.RemoteAddr).
 		Str("host", Clip(r.Host)).
-		Str("policy", p.Name()).
-		Str("sni", Clip(ci.SNI)).
-		Bool("resumed", ci.Resumed).
-		Str("remote", r.RemoteAddr).
 		Str("proto", r.Proto).
 		Str("method", r.Method).
 		Str("path", r.URL.Path).
 		Int("status", status).
 		Int64("bytes", rec.bytes).
-		Dur("duration", elapsed).
-		Str("verify", verdict.Result.String()).
-		Str("action", p.ActionFor(verdict).String())
-	if verdict.Reason != "" {
-		e = e.Str("reason", verdict.Reason)
-	}
-	if verdict.Fingerprint != "" {
-		e = e.Str("fingerprint", verdict.Fingerprint).Str("serial", verdict.Serial).Str("cert_signature", tlsconfig.SignatureName(verdict))
-	}
-	e = e.Str("key_agreement", tlsconfig.KeyAgreementName(ci.CurveID))
+		Dur("duration", elapsed)
 	if ray != "" {
 		e = e.Str("cf_ray", ray)
 	}
@@ -270,7 +264,65 @@ func (h *Handler) logAccess(r *http.Request, p *tlsconfig.Policy, ci *tlsconfig.
 	if aborted {
 		e = e.Bool("aborted", true)
 	}
-	e.Str("source", ci.Source).Msg("request")
+	e.Msg("request")
+}
+
+// lineKey is what an access line's shared fields depend on.
+type lineKey struct {
+	p       *tlsconfig.Policy
+	v       tlsconfig.Verdict
+	sni     string
+	resumed bool
+	curve   tls.CurveID
+	source  string
+}
+
+// lineCache holds loggers carrying the shared fields of recent access
+// lines: a few slots, chosen by policy and resumption, each holding the
+// last key seen there. A miss renders the fields and replaces the slot,
+// so mixed traffic costs what it did before caching, and the cache's
+// memory is fixed.
+type lineCache struct {
+	base  zerolog.Logger
+	slots [16]atomic.Pointer[cachedLine]
+}
+
+type cachedLine struct {
+	key lineKey
+	log zerolog.Logger
+}
+
+func (c *lineCache) logger(k lineKey) *zerolog.Logger {
+	slot := &c.slots[(k.p.Index()*2+btoi(k.resumed))%len(c.slots)]
+	if l := slot.Load(); l != nil && l.key == k {
+		return &l.log
+	}
+	l := &cachedLine{key: k, log: lineFields(c.base.With(), k).Logger()}
+	slot.Store(l)
+	return &l.log
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// lineFields adds an access line's shared fields (see lineKey).
+func lineFields(c zerolog.Context, k lineKey) zerolog.Context {
+	c = c.Str("policy", k.p.Name()).
+		Str("sni", Clip(k.sni)).
+		Bool("resumed", k.resumed).
+		Str("verify", k.v.Result.String()).
+		Str("action", k.p.ActionFor(k.v).String())
+	if k.v.Reason != "" {
+		c = c.Str("reason", k.v.Reason)
+	}
+	if k.v.Fingerprint != "" {
+		c = c.Str("fingerprint", k.v.Fingerprint).Str("serial", k.v.Serial).Str("cert_signature", tlsconfig.SignatureName(k.v))
+	}
+	return c.Str("key_agreement", tlsconfig.KeyAgreementName(k.curve)).Str("source", k.source)
 }
 
 // rewriteHeaders prepares the inbound request's headers for forwarding:
