@@ -93,6 +93,7 @@ type Server struct {
 	conns    map[*h1conn]struct{}
 	h2conns  map[*h2conn]struct{}
 	shutting atomic.Bool
+	workers  *h2workers // run HTTP/2 handlers (see h2workers.go)
 }
 
 // NewServer returns a Server; opts.Handler must be set.
@@ -100,7 +101,7 @@ func NewServer(opts Options) *Server {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = http.DefaultMaxHeaderBytes
 	}
-	s := &Server{opts: opts, conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}}
+	s := &Server{opts: opts, conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, workers: newH2workers()}
 	s.h2base = &http.Server{
 		// The HPACK decoder refuses (GOAWAY) any field longer than the
 		// header list limit: let it decode up to the ceiling and answer
@@ -182,6 +183,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
+	s.workers.close()
 	return nil
 }
 
@@ -197,6 +199,7 @@ func (s *Server) Close() error {
 		c.closeNow()
 	}
 	s.mu.Unlock()
+	s.workers.close()
 	return nil
 }
 
@@ -1228,7 +1231,7 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, reason = http.StatusBadRequest, "CONNECT is not served"
 	}
 	if status == 0 {
-		s.opts.Handler.ServeHTTP(w, r)
+		s.workers.serve(s.opts.Handler, w, r)
 		return
 	}
 	text := strconv.Itoa(status) + " " + http.StatusText(status)
