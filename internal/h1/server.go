@@ -94,6 +94,12 @@ type Server struct {
 	h2conns  map[*h2conn]struct{}
 	shutting atomic.Bool
 	workers  *h2workers // run HTTP/2 handlers (see h2workers.go)
+	// baseCtx is every HTTP/1.1 connection's first context. Its
+	// ServerContextKey makes ReverseProxy abort (panic with
+	// ErrAbortHandler) when copying a response body fails, as it does
+	// under net/http; the connection is then closed without completing
+	// the response, so a truncated body never looks whole.
+	baseCtx context.Context
 }
 
 // NewServer returns a Server; opts.Handler must be set.
@@ -112,6 +118,7 @@ func NewServer(opts Options) *Server {
 		IdleTimeout:       opts.IdleTimeout,
 		ErrorLog:          opts.ErrorLog,
 	}
+	s.baseCtx = context.WithValue(context.Background(), http.ServerContextKey, s.h2base)
 	s.h2 = &http2.Server{} //lint:ignore SA1019 see Server.h2base
 	//lint:ignore SA1019 see Server.h2base
 	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
@@ -344,11 +351,7 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 	c.lr.r = c
 	c.lr.n = -1
 	c.out.c = c
-	// ServerContextKey makes ReverseProxy abort (panic with
-	// ErrAbortHandler) when copying a response body fails, as it does
-	// under net/http; the connection is then closed without completing
-	// the response, so a truncated body never looks whole.
-	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h2base)
+	ctx := s.baseCtx
 	if s.opts.ConnContext != nil {
 		ctx = s.opts.ConnContext(ctx, nc)
 	}
