@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -304,6 +305,11 @@ func (t *Transport) exchange(pc *upConn, req *http.Request) (*http.Response, err
 	if stop == nil {
 		stop = func() bool { return true }
 	}
+	// The app has only just been handed the request: read now and the read
+	// finds nothing (EAGAIN), parks, and reads again when the answer
+	// comes. Letting the other ready goroutines (other requests) run first
+	// means the answer has usually arrived by the first read.
+	runtime.Gosched()
 	res, err := t.readHead(pc, req)
 	if err == nil && ctx.Err() != nil {
 		// Cancelled while the head was being parsed: readHead cleared the
