@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -481,6 +482,13 @@ func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 			}
 		}
 		c.nc.SetReadDeadline(first)
+		if c.served {
+			// As in Transport.exchange: the answer has only just gone
+			// out, so a read now would find nothing (EAGAIN) and park.
+			// After the other ready connections have run, a busy
+			// client's next request has usually arrived.
+			runtime.Gosched()
+		}
 		if n, err := c.nc.Read(c.peek[:]); n == 0 {
 			if ne, isNet := err.(net.Error); early && isNet && ne.Timeout() {
 				// A timeout is not sticky in crypto/tls: the new
