@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 )
 
 // net/http's HTTP/2 server runs every stream's handler on a new
@@ -24,10 +25,20 @@ import (
 // stacks of those that wait long.
 const maxIdleWorkers = 128
 
+// workerTrimEvery is how often the workers that were not needed are let
+// go: as many as always waited since the last look. After a burst the pool
+// shrinks back within two periods.
+const workerTrimEvery = 5 * time.Second
+
 // h2workers is a Server's pool of idle workers.
 type h2workers struct {
 	idle   chan *h2worker
 	closed atomic.Bool
+	// spare is the fewest workers that waited at once since the last
+	// trim: that many were not needed.
+	spare     atomic.Int64
+	trimming  atomic.Bool // a trim is due
+	trimEvery time.Duration
 }
 
 // h2worker runs one handler at a time, sent on jobs; done carries how it
@@ -57,7 +68,9 @@ type workerPanic struct {
 
 func (p workerPanic) String() string { return fmt.Sprintf("%v\n%s", p.val, p.stack) }
 
-func newH2workers() *h2workers { return &h2workers{idle: make(chan *h2worker, maxIdleWorkers)} }
+func newH2workers() *h2workers {
+	return &h2workers{idle: make(chan *h2worker, maxIdleWorkers), trimEvery: workerTrimEvery}
+}
 
 // serve runs h for the stream on an idle worker, or on a new one, and
 // returns when it has finished.
@@ -72,6 +85,11 @@ func (p *h2workers) serve(h http.Handler, w http.ResponseWriter, r *http.Request
 	default:
 		wk = &h2worker{jobs: make(chan h2job), done: make(chan any)}
 		go p.loop(wk)
+	}
+	for n := int64(len(p.idle)); ; {
+		if s := p.spare.Load(); n >= s || p.spare.CompareAndSwap(s, n) {
+			break
+		}
 	}
 	wk.jobs <- h2job{h, w, r}
 	switch v := <-wk.done; v {
@@ -97,6 +115,32 @@ func (p *h2workers) loop(wk *h2worker) {
 		if p.closed.Load() {
 			p.drain() // closed while this one went back: not left waiting
 		}
+		p.armTrim()
+	}
+}
+
+// armTrim schedules a trim unless one is due already.
+func (p *h2workers) armTrim() {
+	if p.trimming.CompareAndSwap(false, true) {
+		p.spare.Store(int64(len(p.idle)))
+		time.AfterFunc(p.trimEvery, p.trim)
+	}
+}
+
+// trim ends the workers that were not needed since the last trim, and
+// schedules the next while any wait.
+func (p *h2workers) trim() {
+	for n := p.spare.Load(); n > 0; n-- {
+		select {
+		case wk := <-p.idle:
+			close(wk.jobs)
+		default:
+			n = 0
+		}
+	}
+	p.trimming.Store(false)
+	if len(p.idle) > 0 && !p.closed.Load() {
+		p.armTrim()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestH2workers: a handler runs on a worker that is kept for the next
@@ -117,4 +118,42 @@ func TestH2workersConcurrent(t *testing.T) {
 	if n := ran.Load(); n != 32*200 {
 		t.Errorf("%d handlers ran, want %d", n, 32*200)
 	}
+}
+
+// TestH2workersTrim: after a burst, the workers no stream needs end within
+// two trim periods, and the pool serves on.
+func TestH2workersTrim(t *testing.T) {
+	p := newH2workers()
+	p.trimEvery = 20 * time.Millisecond
+	defer p.close()
+	release := make(chan struct{})
+	var started, wg sync.WaitGroup
+	started.Add(8)
+	for range 8 {
+		wg.Go(func() {
+			p.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				started.Done()
+				<-release
+			}), nil, nil)
+		})
+	}
+	started.Wait() // eight workers, each busy
+	if n := workerLoops(); n < 8 {
+		t.Fatalf("%d workers for 8 concurrent streams", n)
+	}
+	close(release)
+	wg.Wait()
+	waitFor(t, "the workers no stream needs to end", func() bool { return workerLoops() == 0 })
+	rec := httptest.NewRecorder()
+	p.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "after") }), rec, nil)
+	if rec.Body.String() != "after" {
+		t.Fatalf("after the trim: body %q", rec.Body)
+	}
+}
+
+// workerLoops counts the goroutines running a worker's loop.
+func workerLoops() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "internal/h1.(*h2workers).loop(")
 }
