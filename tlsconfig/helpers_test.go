@@ -387,3 +387,16 @@ func listenAndDial(t testing.TB, set *Set, inner net.Listener) (net.Listener, ne
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	return ln, raw
 }
+
+// zoneClientConn serves a require-mode zone policy on inner through a
+// Server's listener, connects a TLS 1.3 client with the zone's leaf
+// certificate and returns both sides of the accepted connection.
+func zoneClientConn(t *testing.T, inner net.Listener) (*Conn, *tls.Conn) {
+	t.Helper()
+	f := getFixture(t)
+	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
+	ln, raw := listenAndDial(t, set, inner)
+	client := tls.Client(raw, clientConfig(t, tls.VersionTLS13, "", tlsCert(f.zoneLeaf)))
+	go client.Handshake()
+	return acceptOne(t, ln), client
+}

@@ -4,7 +4,6 @@ package tlsconfig
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"syscall"
 	"testing"
@@ -32,16 +31,11 @@ func soKeepAlive(t *testing.T, c *Conn) int {
 // does), a connection has none until KeepAlive turns it on (a WebSocket).
 func TestKeepAlive(t *testing.T) {
 	t.Parallel()
-	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	inner, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, raw := listenAndDial(t, set, inner)
-	client := tls.Client(raw, clientConfig(t, tls.VersionTLS13, "", tlsCert(f.zoneLeaf)))
-	go client.Handshake()
-	srv := acceptOne(t, ln)
+	srv, _ := zoneClientConn(t, inner)
 	defer srv.Close()
 	if v := soKeepAlive(t, srv); v != 0 {
 		t.Fatalf("SO_KEEPALIVE = %d on an accepted connection, want 0", v)

@@ -3,7 +3,6 @@
 package tlsconfig
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -18,18 +17,13 @@ import (
 // gets) or closes (the Read then says EOF), and returns an error when the
 // connection is closed under it.
 func TestWaitReadable(t *testing.T) {
-	f := getFixture(t)
-	set := mustSet(t, PolicySpec{Mode: Require, CAs: caList(f.zoneCA)}, nil, mustTickets(t), nil)
 	for _, tc := range []string{"client sends", "client closes", "closed locally"} {
 		t.Run(tc, func(t *testing.T) {
 			inner, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
 			}
-			ln, raw := listenAndDial(t, set, inner)
-			client := tls.Client(raw, clientConfig(t, tls.VersionTLS13, "", tlsCert(f.zoneLeaf)))
-			go client.Handshake()
-			srv := acceptOne(t, ln)
+			srv, client := zoneClientConn(t, inner)
 			defer srv.Close()
 
 			// As the HTTP engine parks a connection: a read that timed out.

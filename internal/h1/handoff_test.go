@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +22,29 @@ func handedOffLoops() bool {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Contains(string(buf), "created by github.com/aopguard/aopguard/internal/h1.(*h1conn).serve")
+}
+
+// plainGet is a bodiless request these tests send.
+const plainGet = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+
+// exchangeOK sends req on c and reads the answer from br, which must be a
+// 200 with body "ok".
+func exchangeOK(c net.Conn, br *bufio.Reader, req string) error {
+	if _, err := io.WriteString(c, req); err != nil {
+		return err
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != 200 || string(b) != "ok" {
+		return fmt.Errorf("answer %d %q, want 200 \"ok\"", res.StatusCode, b)
+	}
+	return nil
 }
 
 // TestIdleHandoff: a keep-alive connection idle past idleHandoff continues
@@ -56,20 +80,7 @@ func TestIdleHandoff(t *testing.T) {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(guard))
 			br := bufio.NewReader(c)
-			get := func() error {
-				if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
-					return err
-				}
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					return err
-				}
-				b, _ := io.ReadAll(res.Body)
-				if res.StatusCode != 200 || string(b) != "ok" {
-					t.Fatalf("answer %d %q", res.StatusCode, b)
-				}
-				return nil
-			}
+			get := func() error { return exchangeOK(c, br, plainGet) }
 			if err := get(); err != nil {
 				t.Fatal(err)
 			}
@@ -118,22 +129,15 @@ func TestIdleHoldsNoRequest(t *testing.T) {
 			}
 			defer c.Close()
 			br := bufio.NewReader(c)
+			req := plainGet
+			if method == "POST" {
+				req = "POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 2\r\n\r\nhi"
+			}
 			get := func() {
 				t.Helper()
 				c.SetDeadline(time.Now().Add(guard))
-				req := method + " / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 2\r\n\r\nhi"
-				if method == "GET" {
-					req = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
-				}
-				if _, err := io.WriteString(c, req); err != nil {
+				if err := exchangeOK(c, br, req); err != nil {
 					t.Fatal(err)
-				}
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if b, _ := io.ReadAll(res.Body); string(b) != "ok" {
-					t.Fatalf("body %q", b)
 				}
 			}
 			get()
@@ -212,15 +216,8 @@ func TestResumeWaits(t *testing.T) {
 			br := bufio.NewReader(c)
 			get := func() {
 				t.Helper()
-				if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+				if err := exchangeOK(c, br, plainGet); err != nil {
 					t.Fatal(err)
-				}
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if b, _ := io.ReadAll(res.Body); string(b) != "ok" {
-					t.Fatalf("body %q", b)
 				}
 			}
 			get()
