@@ -371,9 +371,9 @@ func (s *Server) serveH1(nc net.Conn, cs *tls.ConnectionState) {
 // goroutine that served the last one. Serving grew that goroutine's stack
 // to 8 KiB; a connection idle for longer waits on a new goroutine, whose
 // stack stays at Go's smallest, 2 KiB, while it waits (see resume), and
-// the grown one goes back to serve other connections. Idle keep-alive connections are most of what a busy origin
-// holds (Cloudflare keeps them open), and the stack was a quarter of each
-// one's memory.
+// the grown one goes back to serve other connections. Idle keep-alive
+// connections are most of what a busy origin holds (Cloudflare keeps them
+// open), and the stack was a quarter of each one's memory.
 const idleHandoff = 100 * time.Millisecond
 
 // serve runs the connection's request loop, waiting up to wait for the
