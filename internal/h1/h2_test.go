@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"sync"
 	"testing"
@@ -231,23 +230,12 @@ func equal(a, b []string) bool {
 // client for it.
 func h2Client(t testing.TB, h http.Handler) (*Server, string, *http.Client) {
 	t.Helper()
-	lender := httptest.NewUnstartedServer(nil)
-	lender.EnableHTTP2 = true
-	lender.StartTLS()
-	t.Cleanup(lender.Close)
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := wrappingListener{tls.NewListener(raw, &tls.Config{
-		Certificates: lender.TLS.Certificates,
-		NextProtos:   []string{"h2", "http/1.1"},
-	})}
+	ln, lender := lentTLSListener(t)
 	srv := serveOn(t, h, ln)
 	tr := lender.Client().Transport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = true
 	t.Cleanup(tr.CloseIdleConnections)
-	return srv, "https://" + raw.Addr().String(), &http.Client{Transport: tr, Timeout: guard}
+	return srv, "https://" + ln.Addr().String(), &http.Client{Transport: tr, Timeout: guard}
 }
 
 // TestH2ShutdownAndClose: Shutdown lets an HTTP/2 request in flight

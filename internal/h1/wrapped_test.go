@@ -19,6 +19,25 @@ func (c *wrappedConn) TLS() *tls.Conn { return c.Conn }
 
 type wrappingListener struct{ net.Listener }
 
+// lentTLSListener listens on 127.0.0.1 for TLS (h2 and http/1.1) with a
+// certificate httptest lends, returning connections of our own type
+// (wrappingListener), and the lender, whose client trusts the certificate.
+func lentTLSListener(t testing.TB) (net.Listener, *httptest.Server) {
+	t.Helper()
+	lender := httptest.NewUnstartedServer(nil)
+	lender.EnableHTTP2 = true
+	lender.StartTLS()
+	t.Cleanup(lender.Close)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wrappingListener{tls.NewListener(raw, &tls.Config{
+		Certificates: lender.TLS.Certificates,
+		NextProtos:   []string{"h2", "http/1.1"},
+	})}, lender
+}
+
 func (l wrappingListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -40,19 +59,7 @@ type seenConnKey struct{}
 // own TLS type is served, reports its TLS state, and ConnContext sees the
 // connection the listener returned.
 func TestWrappedTLSConn(t *testing.T) {
-	// httptest lends a certificate and a client that trusts it.
-	lender := httptest.NewUnstartedServer(nil)
-	lender.EnableHTTP2 = true
-	lender.StartTLS()
-	defer lender.Close()
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := wrappingListener{tls.NewListener(raw, &tls.Config{
-		Certificates: lender.TLS.Certificates,
-		NextProtos:   []string{"h2", "http/1.1"},
-	})}
+	ln, lender := lentTLSListener(t)
 	srv := NewServer(Options{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, wrapped := r.Context().Value(seenConnKey{}).(*wrappedConn)
@@ -90,7 +97,7 @@ func TestWrappedTLSConn(t *testing.T) {
 				tr.TLSClientConfig.NextProtos = nil
 			}
 			defer tr.CloseIdleConnections()
-			res, err := (&http.Client{Transport: tr}).Get("https://" + raw.Addr().String() + "/")
+			res, err := (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
 			if err != nil {
 				t.Fatal(err)
 			}
