@@ -446,8 +446,8 @@ func (c *h1conn) resume() {
 		c.watchTimer, c.watchDone = nil, nil
 	}
 	c.watchMu.Unlock()
+	c.nc.SetReadDeadline(c.idleUntil) // the rest of the idle timeout
 	if w, ok := c.nc.(readWaiter); ok {
-		c.nc.SetReadDeadline(c.idleUntil)
 		c.waitErr = w.WaitReadable()
 	}
 	c.serve(0)
@@ -480,14 +480,14 @@ func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 			if early = c.served && (wait <= 0 || wait > 2*idleHandoff); early {
 				first = now.Add(idleHandoff)
 			}
-		}
-		c.nc.SetReadDeadline(first)
-		if c.served {
-			// As in Transport.exchange: the answer has only just gone
-			// out, so a read now would find nothing (EAGAIN) and park.
-			// After the other ready connections have run, a busy
-			// client's next request has usually arrived.
-			runtime.Gosched()
+			c.nc.SetReadDeadline(first) // resume set it after a hand-off
+			if c.served {
+				// As in Transport.exchange: the answer has only just
+				// gone out, so a read now would find nothing (EAGAIN)
+				// and park. After the other ready connections have run,
+				// a busy client's next request has usually arrived.
+				runtime.Gosched()
+			}
 		}
 		if n, err := c.nc.Read(c.peek[:]); n == 0 {
 			if ne, isNet := err.(net.Error); early && isNet && ne.Timeout() {
