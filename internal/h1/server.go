@@ -460,7 +460,7 @@ func (c *h1conn) resume() {
 func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 	c.releaseBuffers() // the reader stays if it holds a pipelined request
 	if c.br == nil && !c.peeked {
-		until, first, early := c.idleUntil, c.idleUntil, false
+		until, early := c.idleUntil, false
 		if c.resuming {
 			c.resuming = false
 			if c.waitErr != nil || c.state.Load() != connIdle {
@@ -476,7 +476,7 @@ func (c *h1conn) next(wait time.Duration) (ok, handoff bool) {
 			if wait > 0 {
 				until = now.Add(wait)
 			}
-			first = until
+			first := until
 			if early = c.served && (wait <= 0 || wait > 2*idleHandoff); early {
 				first = now.Add(idleHandoff)
 			}
